@@ -1,0 +1,1 @@
+"""CuPy RawKernel implementations and the layer that loads their CUDA sources."""

@@ -1,0 +1,57 @@
+"""The project's exception types.
+
+Every error a user can cause (bad config, bad argument, no GPU, unreadable results) is a
+``TopkbenchError`` carrying a one-line message and an optional hint; the CLI prints those two
+lines on stderr and exits non-zero, with a traceback only in debug mode.
+"""
+
+from __future__ import annotations
+
+
+class TopkbenchError(Exception):
+    """Base class: a failure with a one-line message and an optional hint for the user."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ConfigError(TopkbenchError):
+    """A sweep or verify config that is missing, unreadable or invalid."""
+
+
+class UsageError(TopkbenchError):
+    """Bad arguments to the API or the CLI (unknown implementation, bad k, wrong dtype...)."""
+
+
+class UnsupportedError(TopkbenchError):
+    """An implementation cannot run this point (k too large, too wide, wrong device)."""
+
+
+class DeviceError(TopkbenchError):
+    """No usable GPU, or no CuPy, where a GPU implementation was asked for."""
+
+
+class StickyCudaError(TopkbenchError):
+    """The CUDA context is broken (illegal address, launch failure): nothing more can run."""
+
+
+class StoreError(TopkbenchError):
+    """A result file that cannot be read or is not topkbench Parquet."""
+
+
+class FitError(TopkbenchError):
+    """Measurements that cannot be fitted (no usable points, one implementation, mixed GPUs)."""
+
+
+class ReportError(TopkbenchError):
+    """A report that cannot be built from the given inputs."""
+
+
+class VerificationFailed(TopkbenchError):
+    """At least one implementation returned a wrong answer in ``topkbench verify``."""
+
+    exit_code = 1
