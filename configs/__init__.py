@@ -1,0 +1,1 @@
+"""Sweep configs shipped with topkbench (package data ``topkbench._configs``)."""
