@@ -135,3 +135,24 @@ def make_workload(spec: WorkloadSpec, device: torch.device | str = "cpu") -> Wor
     fixed = spec.length_mode is LengthMode.FIXED
     mean_length = float(spec.seq_len) if fixed else float(lengths.to(torch.float64).mean())
     return Workload(spec, logits, lengths, None if fixed else lengths, mean_length)
+
+
+class PointInputs:
+    """One point's workload on the run's device, with a CPU copy made once when a CPU
+    implementation needs it (the same values, so every implementation sees identical input)."""
+
+    def __init__(self, spec: WorkloadSpec, cuda: bool) -> None:
+        self.primary = make_workload(spec, "cuda" if cuda else "cpu")
+        self._cpu: Workload | None = None if cuda else self.primary
+
+    def on(self, device_type: str) -> Workload:
+        if device_type == self.primary.logits.device.type:
+            return self.primary
+        if device_type != "cpu":
+            raise ValueError(f"no {device_type} copy of a workload generated on {self.primary.logits.device}")
+        if self._cpu is None:
+            w = self.primary
+            lengths = w.lengths.cpu()
+            self._cpu = Workload(w.spec, w.logits.cpu(), lengths,
+                                 None if w.lengths_arg is None else lengths, w.mean_length)
+        return self._cpu

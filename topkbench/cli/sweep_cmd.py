@@ -1,0 +1,70 @@
+"""``topkbench sweep CONFIG``: measure a config's points and store them as Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from topkbench.config import load_config
+from topkbench.store import RunStore
+from topkbench.sweep import Plan, run_sweep
+from topkbench.terminal import console, status_counts, summary_table
+
+
+def sweep(
+    config: Annotated[str, typer.Argument(help="A YAML config file, or a bundled config name (quick, dsv32-decode).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder; runs go to OUT/<gpu>/.")] = Path("results"),
+    impl: Annotated[Optional[list[str]], typer.Option("--impl", "-i", help="Implementation to run (repeatable); "
+                                                      "default: the config's list.")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue the newest run of this config "
+                                         "in OUT, or start a new run.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary table.")] = False,
+) -> None:
+    """Check every point for exactness, time it, and write tidy Parquet as the sweep goes."""
+    cfg = load_config(config)
+    term = console(stderr=True)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=term,
+                        disable=quiet, transient=False)
+    task_id = None
+
+    def on_plan(plan: Plan, store: RunStore) -> None:
+        nonlocal task_id
+        term.print(f"[bold]{cfg.name}[/bold]: {cfg.num_points} points, run {store.run_id} -> {store.directory}")
+        term.print(f"  {plan.to_measure} measurements to take, {plan.unsupported} unsupported, "
+                   f"{plan.already_done} already in this run")
+        task_id = progress.add_task("sweep", total=plan.to_measure)
+        progress.start()
+
+    def on_progress(done: int, label: str) -> None:
+        progress.update(task_id, advance=done, description=label)
+
+    try:
+        outcome = run_sweep(cfg, out, impl, resume, on_plan, on_progress)
+    finally:
+        progress.stop()
+    if outcome.path is not None:
+        term.print(f"results: {outcome.path}")
+    if quiet:
+        return
+    measured = pd.DataFrame(outcome.measured_rows)
+    if measured.empty:
+        term.print("nothing new to measure" + (" (every point is already in this run)" if outcome.plan.already_done else ""))
+        return
+    term.print(f"this session: {status_counts(measured)}")
+    bad = measured[measured["status"].isin(["wrong", "error"])]
+    for _, row in bad.head(10).iterrows():
+        term.print(f"  [red]{row['status']}[/red] {row['impl']} rows={row['rows']} L={row['seq_len']} k={row['k']} "
+                   f"{row['length_mode']} {row['distribution']}: {row['reason']}")
+    table, hidden = summary_table(measured)
+    console().print(table)
+    if hidden:
+        term.print(f"... {hidden} more shapes in {outcome.path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)

@@ -1,0 +1,73 @@
+"""Compact terminal tables (rich) for sweep summaries, verify results and the list command."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+#: Baselines a speedup is computed against, in order of preference.
+BASELINES = ("torch", "torch-cpu")
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def fmt_us(value: float) -> str:
+    if value != value:
+        return "-"
+    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+
+
+def summary_table(frame: pd.DataFrame, max_lines: int = 30) -> tuple[Table, int]:
+    """Median microseconds per (rows, seq_len, k) and implementation over this run's ok rows.
+
+    Distributions and length modes are averaged (geometric mean of medians) so the table stays
+    one line per shape; returns the table and how many shapes were left out.
+    """
+    ok = frame[frame["status"] == "ok"]
+    table = Table(title="median us per selection (geometric mean over distributions and length modes)",
+                  title_justify="left", show_edge=False, pad_edge=False)
+    if ok.empty:
+        table.add_column("no successful measurements")
+        return table, 0
+    grid = (ok.assign(log_us=np.log(ok["median_us"]))
+              .groupby(["rows", "seq_len", "k", "impl"])["log_us"].mean().apply(np.exp)
+              .unstack("impl"))
+    impls = list(grid.columns)
+    baseline = next((b for b in BASELINES if b in impls), None)
+    for name in ("rows", "seq_len", "k"):
+        table.add_column(name, justify="right")
+    for impl in impls:
+        table.add_column(impl, justify="right")
+    table.add_column("best", justify="left")
+    if baseline is not None and len(impls) > 1:
+        table.add_column(f"vs {baseline}", justify="right")
+    shown = grid.head(max_lines)
+    for (rows, seq_len, k), values in shown.iterrows():
+        best = values.idxmin()
+        cells = [str(rows), str(seq_len), str(k)]
+        cells += [f"[bold]{fmt_us(values[i])}[/bold]" if i == best else fmt_us(values[i]) for i in impls]
+        cells.append(best)
+        if baseline is not None and len(impls) > 1:
+            cells.append(f"{values[baseline] / values[best]:.2f}x" if values[baseline] == values[baseline] else "-")
+        table.add_row(*cells)
+    return table, len(grid) - len(shown)
+
+
+def status_counts(frame: pd.DataFrame) -> str:
+    counts = frame["status"].value_counts()
+    return ", ".join(f"{counts[s]} {s}" for s in ("ok", "wrong", "unsupported", "error") if s in counts) or "nothing"
+
+
+def simple_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    return table

@@ -1,0 +1,64 @@
+"""``verify``: the exactness of every implementation over a config's shapes and distributions.
+
+Unlike the sweep it also runs points with k >= seq_len (the -1 padding rules) and times nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from topkbench.config import SweepConfig
+from topkbench.errors import StickyCudaError, TopkbenchError, UnsupportedError
+from topkbench.exactness import check_topk
+from topkbench.impls import Device, Implementation
+from topkbench.sweep import cuda_context_broken, resolve_implementations
+from topkbench.errors import StickyCudaError
+from topkbench.workload import PointInputs, WorkloadSpec
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    impl: str
+    rows: int
+    seq_len: int
+    k: int
+    length_mode: str
+    distribution: str
+    outcome: str  # pass, fail, unsupported, error
+    detail: str = ""
+
+
+def verify(config: SweepConfig, requested: list[str] | None = None,
+           on_case: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    impls: list[Implementation] = resolve_implementations(config, requested)
+    cuda = any(i.device is Device.CUDA for i in impls)
+    results: list[CaseResult] = []
+    for point in config.points():
+        spec = WorkloadSpec(point.rows, point.seq_len, point.k, point.distribution, point.length_mode, config.seed)
+        inputs = PointInputs(spec, cuda)
+        for impl in impls:
+            w = inputs.on(impl.device.value)
+            head = (impl.name, point.rows, point.seq_len, point.k, point.length_mode.value, point.distribution.value)
+            reason = impl.unsupported_reason(point.rows, point.seq_len, point.k)
+            if reason is not None:
+                result = CaseResult(*head, "unsupported", reason)
+            else:
+                try:
+                    check = check_topk(w.logits, w.lengths, point.k, impl(w.logits, point.k, w.lengths_arg))
+                    result = CaseResult(*head, "pass" if check.ok else "fail", check.reason)
+                except UnsupportedError as exc:
+                    result = CaseResult(*head, "unsupported", exc.message)
+                except TopkbenchError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - an implementation's failure is a result
+                    result = CaseResult(*head, "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                    if cuda and cuda_context_broken():
+                        results.append(result)
+                        raise StickyCudaError(f"CUDA context broken while verifying {impl.name} at rows={point.rows} "
+                                              f"seq_len={point.seq_len} k={point.k} {point.distribution.value}: "
+                                              f"{result.detail}") from None
+            results.append(result)
+            if on_case:
+                on_case(result)
+    return results
