@@ -35,21 +35,23 @@ def check_topk(
     k: int,
     indices: torch.Tensor,
 ) -> CheckResult:
-    """Check ``indices`` against the contract; all tensors are moved to the CPU."""
-    logits = torch.as_tensor(logits).detach().cpu()
-    indices = torch.as_tensor(indices).detach().cpu()
+    """Check ``indices`` against the contract, on the device of ``logits`` (a GPU run is checked
+    on the GPU: copying 100+ MB to the host per point would dominate a sweep)."""
+    logits = torch.as_tensor(logits).detach()
+    device = logits.device
+    indices = torch.as_tensor(indices).detach().to(device)
     rows, width = logits.shape
     if lengths is None:
-        lengths = torch.full((rows,), width, dtype=torch.int64)
-    lengths = torch.as_tensor(lengths).detach().cpu().to(torch.int64)
+        lengths = torch.full((rows,), width, dtype=torch.int64, device=device)
+    lengths = torch.as_tensor(lengths).detach().to(device=device, dtype=torch.int64)
     if indices.dtype != torch.int32:
         return CheckResult(False, f"indices dtype is {indices.dtype}, expected int32", rows)
     if tuple(indices.shape) != (rows, k):
         return CheckResult(False, f"indices shape {tuple(indices.shape)}, expected {(rows, k)}", rows)
 
     idx = indices.to(torch.int64)
-    cols = torch.arange(width, dtype=torch.int64)
-    slots = torch.arange(k, dtype=torch.int64)
+    cols = torch.arange(width, dtype=torch.int64, device=device)
+    slots = torch.arange(k, dtype=torch.int64, device=device)
     n = lengths.unsqueeze(1)
     short = lengths <= k  # rows that return every valid index plus -1 padding
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: install, GPU tests, verify, compute-sanitizer, and benchmark sweeps.
+# Everything lands under $OUT (default ./out): log.txt, and the sweeps' Parquet under $OUT/results/.
+#
+#   scripts/gpu_check.sh [STAGE ...]
+#   stages: tests  verify[:IMPL,IMPL]  sanitize  sweep:CONFIG[:IMPL,IMPL]
+#   (default: tests verify:<every CUDA implementation> sanitize sweep:gpu-bench)
+#
+# Timings are noisy across runs: compare ratios against torch.topk measured in the same run.
+set -uo pipefail
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT/results"
+LOG="$OUT/log.txt"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+stages=("$@")
+cuda_impls=$(python3 -c "from topkbench.impls import registry; print(','.join(n for n in registry.available() if registry.get(n).device.value == 'cuda'))")
+[ ${#stages[@]} -eq 0 ] && stages=(tests "verify:$cuda_impls" sanitize sweep:gpu-bench)
+
+impl_flags() {  # "a,b" -> --impl a --impl b
+    local names; IFS=, read -ra names <<<"$1"
+    for n in "${names[@]}"; do [ -n "$n" ] && printf -- '--impl\n%s\n' "$n"; done
+}
+
+say() { echo "$*" | tee -a "$LOG"; }
+run_stage() {  # name, command...: full output to the log, the tail to stdout
+    local name=$1; shift
+    say "=== $name: $*"
+    local start=$SECONDS
+    "$@" >>"$LOG" 2>&1
+    local rc=$?
+    say "=== $name: rc=$rc in $((SECONDS - start)) s"
+    return $rc
+}
+
+python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$LOG" 2>&1 || say "editable install failed; running from PYTHONPATH"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv >>"$LOG" 2>&1
+python3 -m topkbench list 2>&1 | tee -a "$LOG"
+
+status=0
+for stage in "${stages[@]}"; do
+    case $stage in
+        tests)
+            run_stage tests python3 -m pytest -q -m gpu -p no:cacheprovider tests || status=1
+            grep -E "passed|failed|error" "$LOG" | tail -n 3 ;;
+        verify|verify:*)
+            flags=()
+            [ "$stage" != verify ] && mapfile -t flags < <(impl_flags "${stage#verify:}")
+            run_stage verify python3 -m topkbench verify verify -q "${flags[@]}" || status=1
+            sed -n '/exactness over/,/checked cases\|error:/p' "$LOG" | tail -n 60 ;;
+        sanitize)
+            for tool in memcheck racecheck; do
+                run_stage "sanitize-$tool" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+                    python3 tests/sanitize_kernels.py || status=1
+            done ;;
+        sweep:*)
+            spec=${stage#sweep:}; config=${spec%%:*}; flags=()
+            [ "$spec" != "$config" ] && mapfile -t flags < <(impl_flags "${spec#*:}")
+            run_stage "sweep $config" python3 -m topkbench sweep "$config" --out "$OUT/results" "${flags[@]}" || status=1
+            # the table is the last thing printed: show it in the call's reply too
+            sed -n '/median us per selection/,$p' "$LOG" | tail -n 80 ;;
+        *) say "unknown stage $stage"; status=2 ;;
+    esac
+done
+# results/<gpu>/<run>.parquet is two folders down from $OUT, the deepest that comes back.
+say "=== done, status $status"
+exit $status
