@@ -16,6 +16,7 @@ _ENTRIES: dict[str, str] = {
     "torch": "topkbench.impls.library:TorchCuda",
     "torch-cpu": "topkbench.impls.library:TorchCpu",
     "numpy": "topkbench.impls.library:NumpyArgpartition",
+    "radix": "topkbench.cuda.radix:RadixTopk",
 }
 
 

@@ -1,0 +1,408 @@
+// radix: exact top-k with several CTAs cooperating on one row (DESIGN.md section 4, issue #4).
+//
+// Long rows at small batch leave most SMs idle with one CTA per row, so a group of
+// `ctas_per_row` CTAs shares each row. Every CTA converts its chunk of the row to ordered keys
+// once and keeps them in shared memory (the part beyond `smem_keys` is re-read from global
+// memory each pass, so any length works). Each round picks one digit of the k-th largest key:
+// CTAs build a shared-memory histogram of the keys still matching the prefix, add it into the
+// group's global histogram with atomics, meet at a group barrier, and all compute the same bucket
+// from the global histogram. A final collect pass reserves output slots with one atomic per CTA:
+// keys above the final prefix fill slots [0, k - k_rem), keys equal to it fill [k - k_rem, k)
+// in reservation order until exactly k are written, even when the ties span CTAs.
+//
+// The group state (histograms, counters, barrier) lives in a caller-provided workspace that is
+// zero at launch and that the kernel leaves zero at exit, so back-to-back launches and CUDA-graph
+// replays need no memset. The barrier needs every CTA of the grid resident at once: the host
+// sizes the grid from the occupancy calculator and never launches more.
+#include "topk_common.cuh"
+
+// Threads per CTA (a power of two, 64..1024).
+#ifndef RADIX_THREADS
+#define RADIX_THREADS 512
+#endif
+// Resident CTAs per SM that the register budget must allow (__launch_bounds__); the radix
+// regime (few long rows) wants one large CTA per SM, and 1 leaves ptxas room to avoid spills.
+#ifndef RADIX_MIN_BLOCKS
+#define RADIX_MIN_BLOCKS 1
+#endif
+// Bits per radix digit: 11 gives 3 rounds over 32-bit keys (11/11/10), 8 gives 4 rounds.
+#ifndef RADIX_DIGIT_BITS
+#define RADIX_DIGIT_BITS 11
+#endif
+// 1: aggregate equal bins within a warp before the shared-memory atomic (bounded cost on
+// plateaus of ties, where 32 lanes would otherwise serialise on one address).
+#ifndef RADIX_WARP_AGG
+#define RADIX_WARP_AGG 1
+#endif
+// Barrier spins before trapping: a lost CTA (grid not co-resident) becomes an error, not a hang.
+#ifndef RADIX_SPIN_LIMIT
+#define RADIX_SPIN_LIMIT (1u << 26)
+#endif
+// Timing knock-outs, never used for results: 0 full kernel; 1 load + first local histogram only;
+// 2 every round but no collect; 3 return at once (launch cost of the same grid).
+#ifndef RADIX_STOP_AFTER
+#define RADIX_STOP_AFTER 0
+#endif
+
+namespace radix {
+
+constexpr int kThreads = RADIX_THREADS;
+constexpr int kWarps = kThreads / 32;
+constexpr int kBits = RADIX_DIGIT_BITS;
+constexpr int kBins = 1 << kBits;
+constexpr int kRounds = (32 + kBits - 1) / kBits;
+constexpr int kBinsPerThread = kBins >= kThreads ? kBins / kThreads : 1;
+constexpr int kUnroll = 4;
+
+// Workspace layout per group (uint32 words). The barrier generation sits on its own 128-byte
+// line so that spinning readers do not contend with the arrival atomics.
+constexpr int kArrive = 0;
+constexpr int kExit = 1;
+constexpr int kAboveCtr = 4;  // [2], alternating between consecutive selections
+constexpr int kTieCtr = 6;    // [2]
+constexpr int kGen = 32;
+constexpr int kCtrlWords = 64;
+constexpr int kGroupWords = kCtrlWords + 3 * kBins;
+
+static_assert((kThreads & (kThreads - 1)) == 0 && kThreads >= 64 && kThreads <= 1024,
+              "RADIX_THREADS must be a power of two in [64, 1024]");
+static_assert(kBits >= 4 && kBits <= 12, "RADIX_DIGIT_BITS must be in [4, 12]");
+
+__device__ __forceinline__ int round_shift(int r) {
+    const int s = 32 - (r + 1) * kBits;
+    return s < 0 ? 0 : s;
+}
+
+__device__ __forceinline__ uint32_t round_bin_mask(int r) {
+    const int bits = 32 - r * kBits - round_shift(r);
+    return (1u << bits) - 1u;
+}
+
+__device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void st_release(uint32_t* p, uint32_t v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void st_relaxed(uint32_t* p, uint32_t v) {
+    asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ uint32_t atom_add_acq_rel(uint32_t* p, uint32_t v) {
+    uint32_t old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
+
+// Reusable barrier of the `nctas` CTAs of one group. Only thread 0 spins (the rest wait at
+// __syncthreads). The generation is read before arriving: it can only advance once this CTA
+// has arrived, so the value read is this barrier's. The last arriver resets the counter before
+// releasing the generation, so the counter is 0 again for the next barrier and at kernel exit.
+__device__ __forceinline__ void group_barrier(uint32_t* ctrl, uint32_t nctas) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const uint32_t gen = ld_acquire(ctrl + kGen);
+        __threadfence();  // publish this CTA's histogram atomics before arriving
+        const uint32_t prev = atom_add_acq_rel(ctrl + kArrive, 1u);
+        if (prev + 1u == nctas) {
+            st_relaxed(ctrl + kArrive, 0u);
+            st_release(ctrl + kGen, gen + 1u);
+        } else {
+            uint32_t spins = 0;
+            while (ld_acquire(ctrl + kGen) == gen) {
+                if (++spins > RADIX_SPIN_LIMIT) __trap();
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// Must be called by all 32 lanes of a warp together.
+__device__ __forceinline__ void hist_add(uint32_t* hist, uint32_t bin, bool ok) {
+#if RADIX_WARP_AGG
+    if (!__any_sync(0xFFFFFFFFu, ok)) return;
+    // Invalid lanes share a value no bin can take, so they never join a valid lane's group.
+    const uint32_t peers = __match_any_sync(0xFFFFFFFFu, ok ? bin : 0xFFFFFFFFu);
+    if (ok && (threadIdx.x & 31) == static_cast<uint32_t>(__ffs(peers) - 1)) atomicAdd(hist + bin, __popc(peers));
+#else
+    if (ok) atomicAdd(hist + bin, 1u);
+#endif
+}
+
+// A slot per lane with `pred` from a shared counter, one atomic per warp. All lanes call it.
+__device__ __forceinline__ uint32_t warp_reserve(uint32_t* counter, bool pred) {
+    const uint32_t ballot = __ballot_sync(0xFFFFFFFFu, pred);
+    if (ballot == 0u) return 0u;
+    const int lane = threadIdx.x & 31;
+    const int leader = __ffs(ballot) - 1;
+    uint32_t base = 0;
+    if (lane == leader) base = atomicAdd(counter, static_cast<uint32_t>(__popc(ballot)));
+    base = __shfl_sync(0xFFFFFFFFu, base, leader);
+    return base + __popc(ballot & ((1u << lane) - 1u));
+}
+
+// Visits this CTA's keys: the shared-memory part [0, in_smem) as 16-byte vectors, then the
+// streamed part [in_smem, len) from global memory. `visit(key, index_in_chunk, ok)` is called by
+// whole warps (the loops are uniform over the CTA); lanes past the end get ok = false.
+template <typename Visit>
+__device__ __forceinline__ void for_each_key(const uint32_t* keys, int in_smem, const float* src, int len,
+                                             Visit visit) {
+    const uint4* keys4 = reinterpret_cast<const uint4*>(keys);
+    const int nq = (in_smem + 3) >> 2;
+    for (int base = 0; base < nq; base += kThreads) {
+        const int j = base + threadIdx.x;
+        const uint4 q = j < nq ? keys4[j] : make_uint4(0u, 0u, 0u, 0u);
+        const int e = 4 * j;
+        visit(q.x, e, e < in_smem);
+        visit(q.y, e + 1, e + 1 < in_smem);
+        visit(q.z, e + 2, e + 2 < in_smem);
+        visit(q.w, e + 3, e + 3 < in_smem);
+    }
+    for (int base = in_smem; base < len; base += kThreads) {
+        const int j = base + threadIdx.x;
+        const bool ok = j < len;
+        visit(ok ? topk::float_key(__ldg(src + j)) : 0u, j, ok);
+    }
+}
+
+}  // namespace radix
+
+// logits [rows, stride] (row r valid in [0, lengths[r]), lengths null = full width);
+// out int32 [rows, k]; workspace: kGroupWords per group, zero at launch and at exit.
+// gridDim.x = groups * ctas_per_row, all co-resident; dynamic shared memory = 4 * smem_keys
+// bytes, smem_keys a multiple of 4.
+extern "C" __global__ void __launch_bounds__(RADIX_THREADS, RADIX_MIN_BLOCKS)
+radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, int rows, int width,
+           long long stride, int k, int* __restrict__ out, uint32_t* __restrict__ workspace,
+           int ctas_per_row, int smem_keys) {
+    using namespace radix;
+#if RADIX_STOP_AFTER == 3
+    return;
+#endif
+    extern __shared__ __align__(16) uint32_t s_keys[];
+    __shared__ uint32_t s_hist[kBins];
+    __shared__ unsigned long long s_warp[kWarps];
+    __shared__ uint32_t s_bucket, s_above_g, s_above_l, s_bucket_count;
+    __shared__ uint32_t s_base_above, s_base_tie, s_count_above, s_count_tie;
+    __shared__ int s_last;
+
+    const int cta = blockIdx.x % ctas_per_row;
+    const int group = blockIdx.x / ctas_per_row;
+    const int groups = gridDim.x / ctas_per_row;
+    uint32_t* ctrl = workspace + static_cast<size_t>(group) * kGroupWords;
+    uint32_t* g_hist = ctrl + kCtrlWords;
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+
+    // Rounds and selections done by this group in this launch: they pick which of the three
+    // global histograms and which of the two counter pairs is live (identical in every CTA).
+    uint32_t round_counter = 0;
+    uint32_t selection = 0;
+
+    for (int row = group; row < rows; row += groups) {
+        const int n = topk::row_length(lengths, row, width);
+        int* row_out = out + static_cast<long long>(row) * k;
+        if (n <= k) {
+            for (int i = cta * kThreads + threadIdx.x; i < k; i += ctas_per_row * kThreads)
+                row_out[i] = i < n ? i : -1;
+            continue;
+        }
+        const float* row_in = logits + static_cast<long long>(row) * stride;
+        // Chunks are multiples of 4 so that every chunk starts 16-byte aligned when the row does.
+        const long long chunk = ((static_cast<long long>(n) + ctas_per_row - 1) / ctas_per_row + 3) & ~3LL;
+        const int lo = static_cast<int>(min(static_cast<long long>(cta) * chunk, static_cast<long long>(n)));
+        const int len = static_cast<int>(min(chunk, static_cast<long long>(n - lo)));
+        const int in_smem = min(len, smem_keys);
+        const float* src = row_in + lo;
+
+        // ---- load: keys into shared memory, fused with the first round's local histogram.
+        for (int i = threadIdx.x; i < kBins; i += kThreads) s_hist[i] = 0u;
+        __syncthreads();
+        {
+            const int shift0 = round_shift(0);
+            const bool aligned = (reinterpret_cast<uintptr_t>(src) & 15u) == 0u;
+            const int nvec = aligned ? (in_smem >> 2) : 0;
+            const float4* src4 = reinterpret_cast<const float4*>(src);
+            uint4* keys4 = reinterpret_cast<uint4*>(s_keys);
+            for (int base = 0; base < nvec; base += kThreads * kUnroll) {
+                float4 v[kUnroll];
+#pragma unroll
+                for (int u = 0; u < kUnroll; ++u) {
+                    const int j = base + u * kThreads + threadIdx.x;
+                    v[u] = j < nvec ? __ldg(src4 + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+#pragma unroll
+                for (int u = 0; u < kUnroll; ++u) {
+                    const int j = base + u * kThreads + threadIdx.x;
+                    const bool ok = j < nvec;
+                    uint4 q;
+                    q.x = topk::float_key(v[u].x);
+                    q.y = topk::float_key(v[u].y);
+                    q.z = topk::float_key(v[u].z);
+                    q.w = topk::float_key(v[u].w);
+                    if (ok) keys4[j] = q;
+                    hist_add(s_hist, q.x >> shift0, ok);
+                    hist_add(s_hist, q.y >> shift0, ok);
+                    hist_add(s_hist, q.z >> shift0, ok);
+                    hist_add(s_hist, q.w >> shift0, ok);
+                }
+            }
+            // Unaligned rows, the tail after the vectors, and the streamed part past smem_keys.
+            for (int base = 4 * nvec; base < len; base += kThreads) {
+                const int j = base + threadIdx.x;
+                const bool ok = j < len;
+                const uint32_t key = ok ? topk::float_key(__ldg(src + j)) : 0u;
+                if (ok && j < in_smem) s_keys[j] = key;
+                hist_add(s_hist, key >> shift0, ok);
+            }
+        }
+#if RADIX_STOP_AFTER == 1
+        __syncthreads();
+        continue;
+#endif
+
+        // ---- rounds: one digit of the k-th largest key per round.
+        uint32_t prefix = 0u, mask = 0u;
+        uint32_t k_rem = static_cast<uint32_t>(k);
+        uint32_t local_above = 0u, local_tie = 0u;
+        const uint32_t sel = selection++;
+        for (int r = 0; r < kRounds; ++r) {
+            const uint32_t t = round_counter++;
+            const int shift = round_shift(r);
+            const uint32_t bin_mask = round_bin_mask(r);
+            if (r > 0) {
+                for_each_key(s_keys, in_smem, src, len, [=](uint32_t key, int, bool ok) {
+                    hist_add(s_hist, (key >> shift) & bin_mask, ok && (key & mask) == prefix);
+                });
+            }
+            __syncthreads();
+            uint32_t* buf = g_hist + (t % 3u) * kBins;
+            // The histogram the next round will use was last read two rounds ago, before the
+            // previous barrier, which every CTA has passed: clear it now, one slice per CTA.
+            uint32_t* next = g_hist + ((t + 1u) % 3u) * kBins;
+            for (int b = threadIdx.x; b < kBins; b += kThreads) {
+                const uint32_t c = s_hist[b];
+                if (c != 0u) atomicAdd(buf + b, c);
+            }
+            for (int b = cta * kThreads + threadIdx.x; b < kBins; b += ctas_per_row * kThreads) next[b] = 0u;
+            group_barrier(ctrl, static_cast<uint32_t>(ctas_per_row));
+            if (r == 0 && cta == 0 && threadIdx.x == 0) {
+                // Every CTA finished the previous selection's collect before this barrier.
+                ctrl[kAboveCtr + ((sel + 1u) & 1u)] = 0u;
+                ctrl[kTieCtr + ((sel + 1u) & 1u)] = 0u;
+            }
+
+            // Find the bucket where the count from the top crosses k_rem. The global and the
+            // local counts are scanned together (global high, local low 32 bits) so that the
+            // thread finding the bucket also knows how many of this CTA's keys lie above it.
+            {
+                uint32_t gc[kBinsPerThread], lc[kBinsPerThread];
+                const int top = kBins - static_cast<int>(threadIdx.x) * kBinsPerThread;  // exclusive
+                unsigned long long sum = 0ull;
+#pragma unroll
+                for (int j = 0; j < kBinsPerThread; ++j) {
+                    const int b = top - 1 - j;
+                    gc[j] = b >= 0 ? __ldcg(buf + b) : 0u;
+                    lc[j] = b >= 0 ? s_hist[b] : 0u;
+                    sum += (static_cast<unsigned long long>(gc[j]) << 32) | lc[j];
+                }
+                unsigned long long incl = sum;
+#pragma unroll
+                for (int d = 1; d < 32; d <<= 1) {
+                    const unsigned long long o = __shfl_up_sync(0xFFFFFFFFu, incl, d);
+                    if (lane >= d) incl += o;
+                }
+                if (lane == 31) s_warp[warp] = incl;
+                __syncthreads();
+                if (warp == 0) {
+                    const unsigned long long w = lane < kWarps ? s_warp[lane] : 0ull;
+                    unsigned long long wi = w;
+#pragma unroll
+                    for (int d = 1; d < 32; d <<= 1) {
+                        const unsigned long long o = __shfl_up_sync(0xFFFFFFFFu, wi, d);
+                        if (lane >= d) wi += o;
+                    }
+                    if (lane < kWarps) s_warp[lane] = wi - w;
+                }
+                __syncthreads();
+                const unsigned long long excl = s_warp[warp] + (incl - sum);
+                uint32_t run_g = static_cast<uint32_t>(excl >> 32);
+                uint32_t run_l = static_cast<uint32_t>(excl);
+#pragma unroll
+                for (int j = 0; j < kBinsPerThread; ++j) {
+                    if (run_g < k_rem && run_g + gc[j] >= k_rem) {
+                        s_bucket = static_cast<uint32_t>(top - 1 - j);
+                        s_above_g = run_g;
+                        s_above_l = run_l;
+                        s_bucket_count = gc[j];
+                    }
+                    run_g += gc[j];
+                    run_l += lc[j];
+                }
+            }
+            __syncthreads();
+            const uint32_t bucket = s_bucket;
+            k_rem -= s_above_g;
+            local_above += s_above_l;
+            local_tie = s_hist[bucket];
+            const bool done = s_bucket_count == k_rem || r == kRounds - 1;
+            prefix |= bucket << shift;
+            mask |= bin_mask << shift;
+            __syncthreads();
+            if (done) break;
+            for (int i = threadIdx.x; i < kBins; i += kThreads) s_hist[i] = 0u;
+            __syncthreads();
+        }
+
+#if RADIX_STOP_AFTER != 2
+        // ---- collect: one global reservation per CTA for each kind, then per-warp slots.
+        const uint32_t first_tie_slot = static_cast<uint32_t>(k) - k_rem;
+        if (threadIdx.x == 0) {
+            s_base_above = local_above != 0u ? atomicAdd(ctrl + kAboveCtr + (sel & 1u), local_above) : 0u;
+            s_base_tie = local_tie != 0u ? atomicAdd(ctrl + kTieCtr + (sel & 1u), local_tie) : 0u;
+            s_count_above = 0u;
+            s_count_tie = 0u;
+        }
+        __syncthreads();
+        const uint32_t base_above = s_base_above;
+        const uint32_t base_tie = s_base_tie;
+        const bool want_ties = local_tie != 0u && base_tie < k_rem;
+        if (local_above != 0u || want_ties) {
+            for_each_key(s_keys, in_smem, src, len, [=](uint32_t key, int j, bool ok) {
+                const uint32_t m = key & mask;
+                const bool above = ok && m > prefix;
+                const bool tie = want_ties && ok && m == prefix;
+                const uint32_t a = warp_reserve(&s_count_above, above);
+                if (above) row_out[base_above + a] = lo + j;
+                const uint32_t t = warp_reserve(&s_count_tie, tie);
+                if (tie && base_tie + t < k_rem) row_out[first_tie_slot + base_tie + t] = lo + j;
+            });
+        }
+#endif
+        // The next row overwrites s_keys and s_hist.
+        __syncthreads();
+    }
+
+#if RADIX_STOP_AFTER == 1
+    return;
+#endif
+    // ---- exit: the last CTA of the group to finish leaves its workspace zero. Every other CTA
+    // has made its last workspace access before arriving here.
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const uint32_t prev = atomicAdd(ctrl + kExit, 1u);
+        s_last = prev + 1u == static_cast<uint32_t>(ctas_per_row);
+    }
+    __syncthreads();
+    if (s_last) {
+        __threadfence();
+        for (int i = threadIdx.x; i < 3 * kBins; i += kThreads) g_hist[i] = 0u;
+        if (threadIdx.x < 4) ctrl[kAboveCtr + threadIdx.x] = 0u;
+        if (threadIdx.x == 0) ctrl[kExit] = 0u;
+    }
+}
