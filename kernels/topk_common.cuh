@@ -3,6 +3,7 @@
 // (so CuPy's cache, which keys on the source text, recompiles when this header changes).
 #pragma once
 
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -32,6 +33,203 @@ __device__ __forceinline__ int row_length(const int* lengths, int row, int width
     if (lengths == nullptr) return width;
     int n = lengths[row];
     return n < 0 ? 0 : (n > width ? width : n);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Block-level helpers for the one-CTA-per-row kernels (and anyone else who wants them). Every
+// function taking BLOCK must be called by all BLOCK threads of the block, with blockDim.x == BLOCK.
+
+constexpr unsigned kFullMask = 0xFFFFFFFFu;
+
+// The fp16 key as the 16-bit pattern it came from, to bound the fp32 keys that round into a range
+// of half keys.
+__device__ __forceinline__ float half_key_to_float(uint32_t key) {
+    uint16_t bits = (key & 0x8000u) ? static_cast<uint16_t>(key ^ 0x8000u) : static_cast<uint16_t>(~key);
+    return __half2float(__ushort_as_half(bits));
+}
+
+// Logical right shift that is defined for 32 (every key then shares the empty prefix 0).
+__device__ __forceinline__ uint32_t shr(uint32_t key, int bits) { return bits >= 32 ? 0u : key >> bits; }
+
+// Rows with n <= k: indices 0..n-1 in the first n slots, then -1 (the contract's exact layout).
+template <int BLOCK>
+__device__ __forceinline__ void write_short_row(int* out, int n, int k) {
+    for (int j = threadIdx.x; j < k; j += BLOCK) out[j] = j < n ? j : -1;
+}
+
+// Histogram adds through a per-thread run-length counter: plateaus of equal keys (ReLU zeros,
+// constant rows) would otherwise send every lane of a warp to one shared-memory address and
+// serialise; a run costs one atomic however long it is, and distinct keys cost what they did.
+struct RunCounter {
+    int bin = -1;
+    int count = 0;
+    __device__ __forceinline__ void add(int* hist, int b) {
+        if (b == bin) {
+            ++count;
+        } else {
+            if (count) atomicAdd(&hist[bin], count);
+            bin = b;
+            count = 1;
+        }
+    }
+    __device__ __forceinline__ void flush(int* hist) {
+        if (count) atomicAdd(&hist[bin], count);
+        bin = -1;
+        count = 0;
+    }
+};
+
+// One slot from a shared counter for each calling lane, one atomic per warp (callable from
+// divergent code: the group is whichever lanes arrived together).
+__device__ __forceinline__ int reserve_slot(int* counter) {
+    namespace cg = cooperative_groups;
+    cg::coalesced_group group = cg::coalesced_threads();
+    int base = 0;
+    if (group.thread_rank() == 0) base = atomicAdd(counter, static_cast<int>(group.size()));
+    return group.shfl(base, 0) + static_cast<int>(group.thread_rank());
+}
+
+struct BucketChoice {
+    int bucket;  // the bucket where the running count from the top reaches `needed`
+    int above;   // elements in buckets above it (all selected)
+    int count;   // elements in it
+};
+
+// Scans a histogram of NB bins from the top and picks the bucket holding the needed-th largest
+// element (needed must be in [1, total]). Reads `hist` after a barrier the caller provides; the
+// result is in `choice` for every thread on return. `scratch` holds BLOCK/32 ints.
+template <int NB, int BLOCK>
+__device__ void choose_bucket(const int* hist, int needed, int* scratch, BucketChoice* choice) {
+    static_assert(BLOCK % 32 == 0 && BLOCK <= 1024, "BLOCK must be a multiple of 32, at most 1024");
+    constexpr int PER = (NB + BLOCK - 1) / BLOCK;
+    constexpr int WARPS = BLOCK / 32;
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    int local[PER];
+    int sum = 0;
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+        const int b = tid * PER + p;
+        local[p] = b < NB ? hist[b] : 0;
+        sum += local[p];
+    }
+    int inclusive = sum;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+        const int t = __shfl_up_sync(kFullMask, inclusive, offset);
+        if (lane >= offset) inclusive += t;
+    }
+    if (lane == 31) scratch[warp] = inclusive;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < WARPS ? scratch[lane] : 0;
+#pragma unroll
+        for (int offset = 1; offset < 32; offset <<= 1) {
+            const int t = __shfl_up_sync(kFullMask, w, offset);
+            if (lane >= offset) w += t;
+        }
+        if (lane < WARPS) scratch[lane] = w;
+    }
+    __syncthreads();
+    const int total = scratch[WARPS - 1];
+    const int before = (warp ? scratch[warp - 1] : 0) + inclusive;  // bins of threads <= tid
+    int above = total - before;                                      // bins of threads > tid
+#pragma unroll
+    for (int p = PER - 1; p >= 0; --p) {
+        const int b = tid * PER + p;
+        const int c = local[p];
+        if (b < NB && above < needed && above + c >= needed) {
+            choice->bucket = b;
+            choice->above = above;
+            choice->count = c;
+        }
+        above += c;
+    }
+    __syncthreads();
+}
+
+// Min and max of per-thread key ranges into shared words (which the caller set to ~0u and 0).
+__device__ __forceinline__ void block_minmax(uint32_t lo, uint32_t hi, uint32_t* shared_lo, uint32_t* shared_hi) {
+    lo = __reduce_min_sync(kFullMask, lo);
+    hi = __reduce_max_sync(kFullMask, hi);
+    if ((threadIdx.x & 31) == 0) {
+        atomicMin(shared_lo, lo);
+        atomicMax(shared_hi, hi);
+    }
+}
+
+// Radix state over fp32 keys: the candidates are the keys whose top (32 - bits) bits equal
+// `prefix`. Ranges are narrowed to the common prefix of known bounds, so digits that every
+// candidate shares cost no pass (after an fp16 first digit, most of the top fp32 bits are fixed).
+struct KeyPrefix {
+    uint32_t prefix;
+    int bits;  // low bits still undecided; 32 = nothing decided
+
+    __device__ __forceinline__ void set_range(uint32_t lo, uint32_t hi) {
+        bits = lo == hi ? 0 : 32 - __clz(lo ^ hi);
+        prefix = shr(lo, bits);
+    }
+    // All fp32 keys whose fp16 rounding has a half key in [half_lo, half_hi]: by monotone
+    // rounding they lie between the fp32 values of the neighbouring half keys.
+    __device__ __forceinline__ void set_half_range(uint32_t half_lo, uint32_t half_hi) {
+        // Half keys below 0x03FF (the key of -inf) are NaN patterns, which half_key never makes.
+        const uint32_t lo = half_lo <= 0x03FFu ? 0u : float_key(half_key_to_float(half_lo - 1));
+        const uint32_t hi = half_hi >= 0xFC00u ? 0xFFFFFFFFu : float_key(half_key_to_float(half_hi + 1));
+        set_range(lo, hi);
+    }
+    __device__ __forceinline__ bool matches(uint32_t key) const { return shr(key, bits) == prefix; }
+    // +1 above the prefix, 0 inside it, -1 below.
+    __device__ __forceinline__ int compare(uint32_t key) const {
+        const uint32_t top = shr(key, bits);
+        return top > prefix ? 1 : (top == prefix ? 0 : -1);
+    }
+    // The next digit is `digit_bits` wide at shift bits - digit_bits.
+    __device__ __forceinline__ int digit_bits(int max_bits) const { return bits < max_bits ? bits : max_bits; }
+    // Keep `bucket` of the digit just histogrammed; [lo, hi] bounds the keys that were counted.
+    __device__ __forceinline__ void descend(int dbits, uint32_t bucket, uint32_t lo, uint32_t hi) {
+        const int shift = bits - dbits;
+        const uint32_t next = (bits >= 32 ? 0u : prefix << dbits) | bucket;
+        const uint32_t first = next << shift;
+        const uint32_t last = first | ((1u << shift) - 1u);
+        set_range(lo > first ? lo : first, hi < last ? hi : last);
+    }
+};
+
+// Calls f1(i, v) or f4(i, float4 of i..i+3) for every element of row[0, n), 16-byte loads for
+// the aligned body, scalar head and tail (rows may start anywhere when stride is not a
+// multiple of 4). UNROLL loads are issued before any is used, to keep enough bytes in flight.
+// STREAM marks data read once (evict-first), so it does not push reused data out of L2.
+template <int BLOCK, int UNROLL, bool STREAM, typename F1, typename F4>
+__device__ __forceinline__ void for_each_float(const float* __restrict__ row, int n, F1&& f1, F4&& f4) {
+    const int tid = threadIdx.x;
+    int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<uintptr_t>(row)) & 15u)) & 15u) >> 2);
+    if (head > n) head = n;
+    if (tid < head) f1(tid, STREAM ? __ldcs(row + tid) : __ldg(row + tid));
+    const float4* vec = reinterpret_cast<const float4*>(row + head);
+    const int nvec = (n - head) >> 2;
+    for (int v0 = tid; v0 < nvec; v0 += BLOCK * UNROLL) {
+        float4 buf[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int v = v0 + u * BLOCK;
+            if (v < nvec) buf[u] = STREAM ? __ldcs(vec + v) : __ldg(vec + v);
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int v = v0 + u * BLOCK;
+            if (v < nvec) f4(head + 4 * v, buf[u]);
+        }
+    }
+    const int tail = head + 4 * nvec + tid;
+    if (tail < n) f1(tail, STREAM ? __ldcs(row + tail) : __ldg(row + tail));
+}
+
+// Number of leading elements for_each_float handles as scalars (the row's 16-byte misalignment).
+__device__ __forceinline__ int vector_head(const float* row, int n) {
+    const int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<uintptr_t>(row)) & 15u)) & 15u) >> 2);
+    return head < n ? head : n;
 }
 
 }  // namespace topk

@@ -14,6 +14,8 @@ from topkbench.impls.base import Implementation
 
 _ENTRIES: dict[str, str] = {
     "torch": "topkbench.impls.library:TorchCuda",
+    "per_row": "topkbench.cuda.one_cta:PerRow",
+    "large_context": "topkbench.cuda.one_cta:LargeContext",
     "torch-cpu": "topkbench.impls.library:TorchCpu",
     "numpy": "topkbench.impls.library:NumpyArgpartition",
     "radix": "topkbench.cuda.radix:RadixTopk",

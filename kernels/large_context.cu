@@ -1,0 +1,310 @@
+// large_context: exact top-k with one CTA of 1024 threads per row, for long rows and enough rows
+// to fill the GPU (DESIGN.md section 4).
+//
+//   pass A: stream the row once: a 256-bin histogram of the fp16 key's high byte, and that byte
+//           per element into a workspace (a quarter of the row's bytes, which stays in L2), so
+//           that no later pass needs to read the scores again just to know their bucket.
+//   pass B: over the bytes: elements above the threshold bucket go straight to the output; the
+//           threshold bucket's (key, index) pairs go to a shared-memory candidate buffer.
+//   refine: 8-bit fp32-key digits over the candidates in shared memory, then select them.
+// When the threshold bucket holds more elements than the buffer (plateaus of equal values,
+// constant or tie-heavy rows), nothing is buffered: pass B already histograms the first fp32
+// digit of the bucket's elements, and the refinement rescans the row (bytes first, scores only
+// for the bucket's elements) with 11-bit digits, like per_row. Min/max tracking collapses a
+// bucket of one repeated value after one pass. The final pass stops once all k slots are taken.
+#include "topk_common.cuh"
+
+#ifndef LC_BLOCK
+#define LC_BLOCK 1024
+#endif
+#ifndef LC_CAPACITY
+#define LC_CAPACITY 4096
+#endif
+#ifndef LC_UNROLL
+#define LC_UNROLL 4
+#endif
+#ifndef LC_BYTE_UNROLL
+#define LC_BYTE_UNROLL 2
+#endif
+#ifndef LC_REFINE_BITS
+#define LC_REFINE_BITS 8
+#endif
+#ifndef LC_FALLBACK_BITS
+#define LC_FALLBACK_BITS 11
+#endif
+
+namespace {
+
+constexpr int kBlock = LC_BLOCK;
+constexpr int kCapacity = LC_CAPACITY;
+constexpr int kCoarseShift = 8;  // the fp16 key's high byte
+constexpr int kCoarseBins = 256;
+constexpr int kRefineBins = 1 << LC_REFINE_BITS;
+constexpr int kFallbackBins = 1 << LC_FALLBACK_BITS;
+constexpr int kHistBins = kFallbackBins > kRefineBins ? kFallbackBins : kRefineBins;
+static_assert(kHistBins >= kCoarseBins, "histogram too small for the coarse pass");
+
+struct Shared {
+    int hist[kHistBins];
+    uint32_t cand_key[kCapacity];
+    int cand_idx[kCapacity];
+    int scratch[32];
+    topk::BucketChoice choice;
+    int above;
+    int ties;
+    int candidates;
+    uint32_t lo, hi;
+};
+
+// Calls f(p, byte) for the bytes of w[p0, p1) that equal (EQ) or are at least (!EQ) `b`; four
+// bytes at a time are compared in SIMD so rows mostly below the threshold cost little. `stop`
+// is polled once per batch: a final pass ends when the output is full. The bytes were written
+// earlier in this kernel, so they are read through L2 (__ldcg), never the read-only path.
+template <bool EQ, typename F, typename S>
+__device__ __forceinline__ void for_each_byte(const uint8_t* w, int p0, int p1, uint32_t b, F&& f,
+                                              S&& stop) {
+    const int tid = threadIdx.x;
+    const uint32_t b4 = b * 0x01010101u;
+    int body0 = (p0 + 15) & ~15;
+    if (body0 > p1) body0 = p1;
+    const int body1 = body0 + ((p1 - body0) & ~15);
+    auto one = [&](int p) {
+        const uint32_t v = __ldcg(w + p);
+        if (EQ ? v == b : v >= b) f(p, v);
+    };
+    if (p0 + tid < body0) one(p0 + tid);
+    const uint4* vec = reinterpret_cast<const uint4*>(w + body0);
+    const int nvec = (body1 - body0) >> 4;
+    for (int v0 = tid; v0 < nvec; v0 += kBlock * LC_BYTE_UNROLL) {
+        if (stop()) return;
+        uint4 buf[LC_BYTE_UNROLL];
+#pragma unroll
+        for (int u = 0; u < LC_BYTE_UNROLL; ++u) {
+            const int v = v0 + u * kBlock;
+            if (v < nvec) buf[u] = __ldcg(vec + v);
+        }
+#pragma unroll
+        for (int u = 0; u < LC_BYTE_UNROLL; ++u) {
+            const int v = v0 + u * kBlock;
+            if (v >= nvec) continue;
+            const uint32_t words[4] = {buf[u].x, buf[u].y, buf[u].z, buf[u].w};
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                uint32_t hit = EQ ? __vcmpeq4(words[q], b4) : __vcmpgeu4(words[q], b4);
+                while (hit) {
+                    const int byte = (__ffs(hit) - 1) >> 3;
+                    hit &= ~(0xFFu << (8 * byte));
+                    f(body0 + 16 * v + 4 * q + byte, (words[q] >> (8 * byte)) & 0xFFu);
+                }
+            }
+        }
+    }
+    if (body1 + tid < p1) one(body1 + tid);
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(LC_BLOCK, 1)
+large_context_topk(const float* __restrict__ logits, long long stride, const int* __restrict__ lengths,
+                   int width, int k, int* __restrict__ out, uint8_t* __restrict__ work, long long work_stride) {
+    __shared__ Shared sh;
+    const int tid = threadIdx.x;
+    const int row = blockIdx.x;
+    const float* x = logits + static_cast<long long>(row) * stride;
+    int* o = out + static_cast<long long>(row) * k;
+    uint8_t* w = work + static_cast<long long>(row) * work_stride;
+    const int n = topk::row_length(lengths, row, width);
+    if (n <= k) {
+        topk::write_short_row<kBlock>(o, n, k);
+        return;
+    }
+    // Byte p = i + off holds element i's bucket, with off chosen so that the 16-byte float loads
+    // write 4-byte-aligned words (the workspace row is width + 3 bytes or more).
+    const int head = topk::vector_head(x, n);
+    const int off = (4 - (head & 3)) & 3;
+
+    for (int b = tid; b < kCoarseBins; b += kBlock) sh.hist[b] = 0;
+    if (tid == 0) {
+        sh.above = 0;
+        sh.ties = 0;
+        sh.candidates = 0;
+        sh.lo = 0xFFFFFFFFu;
+        sh.hi = 0u;
+    }
+    __syncthreads();
+    {
+        topk::RunCounter run;
+        topk::for_each_float<kBlock, LC_UNROLL, true>(
+            x, n,
+            [&](int i, float v) {
+                const uint32_t b = topk::half_key(v) >> kCoarseShift;
+                run.add(sh.hist, b);
+                w[i + off] = static_cast<uint8_t>(b);
+            },
+            [&](int i, float4 v) {
+                const uint32_t b0 = topk::half_key(v.x) >> kCoarseShift;
+                const uint32_t b1 = topk::half_key(v.y) >> kCoarseShift;
+                const uint32_t b2 = topk::half_key(v.z) >> kCoarseShift;
+                const uint32_t b3 = topk::half_key(v.w) >> kCoarseShift;
+                run.add(sh.hist, b0);
+                run.add(sh.hist, b1);
+                run.add(sh.hist, b2);
+                run.add(sh.hist, b3);
+                *reinterpret_cast<uint32_t*>(w + i + off) = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
+            });
+        run.flush(sh.hist);
+    }
+    __syncthreads();
+    topk::choose_bucket<kCoarseBins, kBlock>(sh.hist, k, sh.scratch, &sh.choice);
+    const uint32_t b0 = sh.choice.bucket;
+    const int bucket_count = sh.choice.count;
+    int needed = k - sh.choice.above;
+    const bool take_all = bucket_count == needed;
+    const bool fits = bucket_count <= kCapacity;
+
+    topk::KeyPrefix key;
+    key.set_half_range(b0 << kCoarseShift, (b0 << kCoarseShift) | 0xFFu);
+    // Overflow only: pass B histograms the first fp32 digit of the bucket.
+    const int dbits0 = key.digit_bits(LC_FALLBACK_BITS);
+    const int shift0 = key.bits - dbits0;
+    const uint32_t mask0 = (1u << dbits0) - 1u;
+    if (!fits && !take_all) {
+        for (int b = tid; b < kFallbackBins; b += kBlock) sh.hist[b] = 0;
+    }
+    __syncthreads();
+
+    auto never = [] { return false; };
+    {
+        uint32_t lo = 0xFFFFFFFFu, hi = 0u;
+        topk::RunCounter run;
+        for_each_byte<false>(
+            w, off, off + n, b0,
+            [&](int p, uint32_t bv) {
+                const int i = p - off;
+                if (bv > b0 || take_all) {
+                    const int slot = topk::reserve_slot(&sh.above);
+                    if (slot < k) o[slot] = i;
+                    return;
+                }
+                const uint32_t fk = topk::float_key(__ldg(x + i));
+                lo = min(lo, fk);
+                hi = max(hi, fk);
+                if (fits) {
+                    const int j = topk::reserve_slot(&sh.candidates);
+                    if (j < kCapacity) {
+                        sh.cand_key[j] = fk;
+                        sh.cand_idx[j] = i;
+                    }
+                } else if (key.matches(fk)) {
+                    run.add(sh.hist, static_cast<int>((fk >> shift0) & mask0));
+                }
+            },
+            never);
+        run.flush(sh.hist);
+        topk::block_minmax(lo, hi, &sh.lo, &sh.hi);
+    }
+    __syncthreads();
+    if (take_all) return;
+
+    if (fits) {
+        const int m = bucket_count;
+        key.set_range(sh.lo, sh.hi);
+        __syncthreads();
+        while (key.bits > 0) {
+            const int dbits = key.digit_bits(LC_REFINE_BITS);
+            const int shift = key.bits - dbits;
+            const uint32_t mask = (1u << dbits) - 1u;
+            for (int b = tid; b < kRefineBins; b += kBlock) sh.hist[b] = 0;
+            if (tid == 0) {
+                sh.lo = 0xFFFFFFFFu;
+                sh.hi = 0u;
+            }
+            __syncthreads();
+            uint32_t lo = 0xFFFFFFFFu, hi = 0u;
+            topk::RunCounter run;
+            for (int j = tid; j < m; j += kBlock) {
+                const uint32_t fk = sh.cand_key[j];
+                if (!key.matches(fk)) continue;
+                run.add(sh.hist, static_cast<int>((fk >> shift) & mask));
+                lo = min(lo, fk);
+                hi = max(hi, fk);
+            }
+            run.flush(sh.hist);
+            topk::block_minmax(lo, hi, &sh.lo, &sh.hi);
+            __syncthreads();
+            topk::choose_bucket<kRefineBins, kBlock>(sh.hist, needed, sh.scratch, &sh.choice);
+            needed -= sh.choice.above;
+            const bool exact = sh.choice.count == needed;
+            key.descend(dbits, sh.choice.bucket, sh.lo, sh.hi);
+            __syncthreads();
+            if (exact) break;
+        }
+        const int above_total = k - needed;
+        for (int j = tid; j < m; j += kBlock) {
+            const int cmp = key.compare(sh.cand_key[j]);
+            if (cmp > 0) {
+                const int slot = topk::reserve_slot(&sh.above);
+                if (slot < above_total) o[slot] = sh.cand_idx[j];
+            } else if (cmp == 0) {
+                const int slot = topk::reserve_slot(&sh.ties);
+                if (slot < needed) o[above_total + slot] = sh.cand_idx[j];
+            }
+        }
+        return;
+    }
+
+    // Overflow: refine by rescanning; the first digit's histogram is already built.
+    topk::choose_bucket<kFallbackBins, kBlock>(sh.hist, needed, sh.scratch, &sh.choice);
+    needed -= sh.choice.above;
+    bool exact = sh.choice.count == needed;
+    key.descend(dbits0, sh.choice.bucket, sh.lo, sh.hi);
+    __syncthreads();
+    while (!exact && key.bits > 0) {
+        const int dbits = key.digit_bits(LC_FALLBACK_BITS);
+        const int shift = key.bits - dbits;
+        const uint32_t mask = (1u << dbits) - 1u;
+        for (int b = tid; b < kFallbackBins; b += kBlock) sh.hist[b] = 0;
+        if (tid == 0) {
+            sh.lo = 0xFFFFFFFFu;
+            sh.hi = 0u;
+        }
+        __syncthreads();
+        uint32_t lo = 0xFFFFFFFFu, hi = 0u;
+        topk::RunCounter run;
+        for_each_byte<true>(
+            w, off, off + n, b0,
+            [&](int p, uint32_t) {
+                const uint32_t fk = topk::float_key(__ldg(x + (p - off)));
+                if (!key.matches(fk)) return;
+                run.add(sh.hist, static_cast<int>((fk >> shift) & mask));
+                lo = min(lo, fk);
+                hi = max(hi, fk);
+            },
+            never);
+        run.flush(sh.hist);
+        topk::block_minmax(lo, hi, &sh.lo, &sh.hi);
+        __syncthreads();
+        topk::choose_bucket<kFallbackBins, kBlock>(sh.hist, needed, sh.scratch, &sh.choice);
+        needed -= sh.choice.above;
+        exact = sh.choice.count == needed;
+        key.descend(dbits, sh.choice.bucket, sh.lo, sh.hi);
+        __syncthreads();
+    }
+    const int above_total = k - needed;
+    volatile int* above_count = &sh.above;
+    volatile int* tie_count = &sh.ties;
+    for_each_byte<true>(
+        w, off, off + n, b0,
+        [&](int p, uint32_t) {
+            const int i = p - off;
+            const int cmp = key.compare(topk::float_key(__ldg(x + i)));
+            if (cmp > 0) {
+                const int slot = topk::reserve_slot(&sh.above);
+                if (slot < above_total) o[slot] = i;
+            } else if (cmp == 0 && *tie_count < needed) {
+                const int slot = topk::reserve_slot(&sh.ties);
+                if (slot < needed) o[above_total + slot] = i;
+            }
+        },
+        [&] { return *above_count >= above_total && *tie_count >= needed; });
+}

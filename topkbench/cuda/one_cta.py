@@ -1,0 +1,113 @@
+"""The one-CTA-per-row kernels: ``per_row`` (kernels/per_row.cu) and ``large_context``
+(kernels/large_context.cu). DESIGN.md section 4 describes both families.
+
+Both accept any k and any width up to 2**31 - 1 (indices are int32); rows of length <= k get the
+contract's 0..n-1, -1... layout. ``prepare`` compiles the kernel (once per process and define set)
+and allocates the output and, for large_context, a byte-per-element workspace, so that ``run()``
+is a single launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+
+from topkbench.cuda import loader
+from topkbench.impls.base import Device, Implementation, Runner
+
+_INT32_MAX = 2**31 - 1
+
+
+class _LaunchRunner(Runner):
+    """One kernel launch over buffers fixed at prepare time."""
+
+    def __init__(self, kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
+                 out: torch.Tensor, keep: tuple[torch.Tensor | None, ...]) -> None:
+        self._kernel = kernel
+        self._grid = grid
+        self._block = block
+        self._args = args
+        self._out = out
+        # The launch arguments are raw pointers: hold the tensors they point into.
+        self._keep = keep
+
+    def run(self) -> None:
+        with torch.cuda.device(self._out.device):
+            loader.launch(self._kernel, self._grid, self._block, self._args)
+
+    def result(self) -> torch.Tensor:
+        return self._out
+
+
+class _OneCtaKernel(Implementation):
+    device = Device.CUDA
+    max_k = None
+    source: ClassVar[str]
+    function: ClassVar[str]
+    block: ClassVar[int]
+    #: Compile-time parameters the Python side uses (the defaults written in the source, spelled out
+    #: so that the hash and the compile test see exactly what runs).
+    defines: ClassVar[Mapping[str, int]]
+
+    @classmethod
+    def compile_variants(cls) -> list[tuple[str, dict[str, int]]]:
+        """Every (source, defines) pair this implementation compiles (see topkbench.cuda.variants)."""
+        return [(cls.source, dict(cls.defines))]
+
+    def unavailable_reason(self) -> str | None:
+        return loader.cupy_unavailable_reason()
+
+    def unsupported_reason(self, rows: int, width: int, k: int) -> str | None:
+        if width > _INT32_MAX:
+            return f"width {width} does not fit the int32 indices"
+        if k > _INT32_MAX:
+            return f"k={k} does not fit in int32"
+        if rows > _INT32_MAX:
+            return f"{rows} rows exceed the grid limit of {_INT32_MAX} CTAs"
+        return super().unsupported_reason(rows, width, k)
+
+    def kernel_hash(self) -> str | None:
+        return loader.kernel_hash(self.source, self.defines)
+
+    def _kernel(self, logits: torch.Tensor) -> Any:
+        return loader.get_kernel(self.source, self.function, self.defines, device_index=logits.device.index)
+
+
+class PerRow(_OneCtaKernel):
+    name = "per_row"
+    summary = "one CTA per row, 2048-bin radix select (fp16 then fp32 digits), rescans the row per pass"
+    source = "per_row.cu"
+    function = "per_row_topk"
+    block = 512
+    defines = {"PER_ROW_BLOCK": 512, "PER_ROW_MIN_BLOCKS": 2, "PER_ROW_UNROLL": 2}
+
+    def _prepare(self, logits, lengths, k):
+        rows, width = logits.shape
+        out = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
+        args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths),
+                np.int32(width), np.int32(k), loader.pointer(out))
+        return _LaunchRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths))
+
+
+class LargeContext(_OneCtaKernel):
+    name = "large_context"
+    summary = ("one 1024-thread CTA per row: fp16 high-byte pass, shared-memory candidate buffer with "
+               "8-bit refines, exact rescanning fallback when the buffer overflows")
+    source = "large_context.cu"
+    function = "large_context_topk"
+    block = 1024
+    defines = {"LC_BLOCK": 1024, "LC_CAPACITY": 4096, "LC_UNROLL": 4, "LC_BYTE_UNROLL": 2,
+               "LC_REFINE_BITS": 8, "LC_FALLBACK_BITS": 11}
+
+    def _prepare(self, logits, lengths, k):
+        rows, width = logits.shape
+        out = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
+        # One bucket byte per element, shifted by up to 3 so that 16-byte float loads store
+        # aligned words; rows padded to 16 bytes for the kernel's 16-byte reads.
+        work_stride = (width + 3 + 15) // 16 * 16
+        work = torch.empty((rows, work_stride), dtype=torch.uint8, device=logits.device)
+        args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths),
+                np.int32(width), np.int32(k), loader.pointer(out), loader.pointer(work), np.int64(work_stride))
+        return _LaunchRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths, work))
