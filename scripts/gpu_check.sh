@@ -5,6 +5,8 @@
 #   scripts/gpu_check.sh [STAGE ...]
 #   stages: tests  verify[:IMPL,IMPL]  sanitize  sweep:CONFIG[:IMPL,IMPL]
 #   (default: tests verify:<every CUDA implementation> sanitize sweep:gpu-bench)
+# Where the tree was copied without .git, set TOPKBENCH_GIT_SHA (and TOPKBENCH_GIT_DIRTY=1) so
+# the results' provenance names the commit.
 #
 # Timings are noisy across runs: compare ratios against torch.topk measured in the same run.
 set -uo pipefail
@@ -56,8 +58,8 @@ for stage in "${stages[@]}"; do
             spec=${stage#sweep:}; config=${spec%%:*}; flags=()
             [ "$spec" != "$config" ] && mapfile -t flags < <(impl_flags "${spec#*:}")
             run_stage "sweep $config" python3 -m topkbench sweep "$config" --out "$OUT/results" "${flags[@]}" || status=1
-            # the table is the last thing printed: show it in the call's reply too
-            sed -n '/median us per selection/,$p' "$LOG" | tail -n 80 ;;
+            # this sweep's summary table is the last one in the log: show it in the reply too
+            awk '/median us per selection/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | tail -n 80 ;;
         *) say "unknown stage $stage"; status=2 ;;
     esac
 done

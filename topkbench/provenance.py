@@ -107,7 +107,13 @@ def measure_copy_bandwidth_gbs(cuda: bool, nbytes: int = 1 << 30, repeats: int =
 
 @functools.lru_cache(maxsize=1)
 def git_state() -> tuple[str, bool]:
-    """(commit SHA, dirty) of the checkout topkbench runs from, or ('', False) outside one."""
+    """(commit SHA, dirty) of the checkout topkbench runs from, or ('', False) outside one.
+
+    TOPKBENCH_GIT_SHA (and TOPKBENCH_GIT_DIRTY=1) stand in where the tree was copied without
+    its .git folder, as on a remote GPU machine.
+    """
+    if os.environ.get("TOPKBENCH_GIT_SHA"):
+        return os.environ["TOPKBENCH_GIT_SHA"], os.environ.get("TOPKBENCH_GIT_DIRTY", "0") not in ("", "0")
     root = Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
         return "", False
