@@ -51,6 +51,8 @@ def _winners(frame: pd.DataFrame) -> pd.DataFrame:
         margin = ordered.iloc[1]["median_us"] / best["median_us"] - 1 if len(ordered) > 1 else np.inf
         return pd.Series({"winner": best["impl"], "margin": margin})
 
+    if frame.empty:
+        return pd.DataFrame({"winner": pd.Series(dtype=object), "margin": pd.Series(dtype=float)})
     return frame.groupby(POINT).apply(one, include_groups=False)
 
 
