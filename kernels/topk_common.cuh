@@ -5,7 +5,16 @@
 
 #include <cooperative_groups.h>
 #include <cuda_fp16.h>
+#if defined(__CUDACC_RTC__)
+// NVRTC (CuPy's compiler) has no C library headers. These three widths are the same type under
+// every CUDA ABI, so repeating a typedef another header may already have made is harmless.
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uintptr_t;  // 64-bit device pointers
+#else
 #include <stdint.h>
+#endif
 
 namespace topk {
 
@@ -204,7 +213,7 @@ struct KeyPrefix {
 template <int BLOCK, int UNROLL, bool STREAM, typename F1, typename F4>
 __device__ __forceinline__ void for_each_float(const float* __restrict__ row, int n, F1&& f1, F4&& f4) {
     const int tid = threadIdx.x;
-    int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<uintptr_t>(row)) & 15u)) & 15u) >> 2);
+    int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<unsigned long long>(row)) & 15u)) & 15u) >> 2);
     if (head > n) head = n;
     if (tid < head) f1(tid, STREAM ? __ldcs(row + tid) : __ldg(row + tid));
     const float4* vec = reinterpret_cast<const float4*>(row + head);
@@ -228,7 +237,7 @@ __device__ __forceinline__ void for_each_float(const float* __restrict__ row, in
 
 // Number of leading elements for_each_float handles as scalars (the row's 16-byte misalignment).
 __device__ __forceinline__ int vector_head(const float* row, int n) {
-    const int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<uintptr_t>(row)) & 15u)) & 15u) >> 2);
+    const int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<unsigned long long>(row)) & 15u)) & 15u) >> 2);
     return head < n ? head : n;
 }
 
