@@ -224,7 +224,7 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
         __syncthreads();
         {
             const int shift0 = round_shift(0);
-            const bool aligned = (reinterpret_cast<uintptr_t>(src) & 15u) == 0u;
+            const bool aligned = (reinterpret_cast<unsigned long long>(src) & 15u) == 0u;
             const int nvec = aligned ? (in_smem >> 2) : 0;
             const float4* src4 = reinterpret_cast<const float4*>(src);
             uint4* keys4 = reinterpret_cast<uint4*>(s_keys);
