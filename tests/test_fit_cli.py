@@ -1,0 +1,140 @@
+"""``topkbench fit-heuristic`` end to end: real CPU fixtures, --install, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from synthetic import make_frame
+from test_codegen import run_isolated, write_results
+from test_fit import planted
+from topkbench import dispatch
+from topkbench.cli import main
+from topkbench.fit import fit, select_points
+from topkbench.store import read_results
+
+FIXTURES = Path(__file__).parent / "fixtures" / "cpu-amd-epyc"
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main(["fit-heuristic", *map(str, args)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len([line for line in lines if line.startswith("error:")]) == 1, err
+    assert all(line.startswith(("error:", "hint:")) for line in lines), err
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+
+
+def test_real_cpu_measurements_fit_end_to_end(tmp_path, capsys):
+    assert list(FIXTURES.glob("*.parquet")), "the committed CPU fixture is missing"
+    out_path = tmp_path / "cpu.py"
+    code, out, err = cli(capsys, FIXTURES, "--out", out_path)
+    assert code == 0, err
+    assert "fit, held-out seq_len" in out and "always numpy" in out
+
+    points, prov = select_points(read_results([FIXTURES]))
+    result = fit(points, prov)
+    assert set(points.impls) == {"numpy", "torch-cpu"}
+    # The fixture's documented crossover: numpy wins single short rows, torch.topk longer/more rows.
+    assert result.select(1, 128, 16) == "numpy"
+    assert result.select(8, 2048, 64) == "torch-cpu"
+    # "always X" is one of the candidate thresholds, so the fit cannot do worse on its own points.
+    training = json.loads(out_path.with_suffix(".fit.json").read_text())["evaluation"]
+    by_label = {row["label"]: row["figures"] for row in training}
+    for impl in points.impls:
+        assert by_label["fit, training points"]["geomean"] <= by_label[f"always {impl}"]["geomean"]
+    assert by_label["rule proposal"] is None  # no GPU kernels in CPU data
+
+    queries = [[r, s, k] for k, r, s in points.cells]
+    assert run_isolated(out_path, queries, cwd=tmp_path)["picks"] == result.choices()
+    assert out_path.with_suffix(".fit.md").read_text().startswith("# Top-k dispatch fit: cpu")
+
+    again = tmp_path / "again" / "cpu.py"
+    assert cli(capsys, FIXTURES, "--out", again)[0] == 0
+    for suffix in (".py", ".fit.json", ".fit.md"):
+        assert again.with_suffix(suffix).read_bytes() == out_path.with_suffix(suffix).read_bytes()
+
+
+def test_install_copies_the_module_where_auto_finds_it(tmp_path, capsys):
+    code, out, err = cli(capsys, FIXTURES, "--out", tmp_path / "fit.py", "--install")
+    assert code == 0, err
+    installed = Path.home() / ".config" / "topkbench" / "heuristics" / "cpu-amd-epyc.py"
+    assert installed.read_bytes() == (tmp_path / "fit.py").read_bytes()
+    assert dispatch.choose(1, 128, 16, ["torch-cpu", "numpy"], "cpu-amd-epyc") == "numpy"
+    assert dispatch.choose(8, 2048, 64, ["torch-cpu", "numpy"], "cpu-amd-epyc") == "torch-cpu"
+
+
+def test_filters_reach_the_fit(tmp_path, capsys):
+    code, _, err = cli(capsys, FIXTURES, "--out", tmp_path / "f.py", "--k", "64", "--length-mode", "fixed",
+                       "--distribution", "normal", "--timing-mode", "host", "--l2", "hot")
+    assert code == 0, err
+    data = json.loads((tmp_path / "f.fit.json").read_text())
+    assert data["selection"]["k"] == ["64"] and data["selection"]["distribution"] == ["normal"]
+    assert {cell["k"] for cell in data["cells"]} == {64}
+
+
+def test_unknown_filter_value_names_the_values(tmp_path, capsys):
+    code, _, err = cli(capsys, FIXTURES, "--out", tmp_path / "f.py", "--k", "999")
+    assert code != 0
+    assert one_error_line(err) == "error: --k 999: not in the data; values there: 16, 64"
+    assert not (tmp_path / "f.py").exists()
+
+
+def test_only_one_implementation_is_an_error(tmp_path, capsys):
+    code, _, err = cli(capsys, FIXTURES, "--out", tmp_path / "f.py", "--impl", "numpy")
+    assert code != 0
+    assert "only one implementation (numpy)" in one_error_line(err)
+
+
+def test_several_gpus_without_gpu_lists_them(tmp_path, capsys):
+    write_results(make_frame(planted(ks=(64,))), tmp_path / "a.parquet")
+    write_results(make_frame(planted(ks=(64,), gpu_name="H100", gpu_slug="h100", run_id="h100-run")),
+                  tmp_path / "b.parquet")
+    code, _, err = cli(capsys, tmp_path, "--out", tmp_path / "f.py")
+    assert code != 0
+    assert "several GPUs: H100 (h100), Synthetic GPU (synthetic-gpu)" in one_error_line(err)
+    code, _, err = cli(capsys, tmp_path, "--out", tmp_path / "f.py", "--gpu", "h100")
+    assert code == 0, err
+    assert "GPU_SLUG = 'h100'" in (tmp_path / "f.py").read_text()
+
+
+def test_no_usable_points_is_an_error(tmp_path, capsys):
+    failed = [{**r, "status": "unsupported", "reason": "k too large"} for r in planted(ks=(64,))]
+    write_results(make_frame(failed), tmp_path / "a.parquet")
+    code, _, err = cli(capsys, tmp_path / "a.parquet", "--out", tmp_path / "f.py")
+    assert code != 0
+    assert "no usable points" in one_error_line(err)
+
+
+def test_a_file_that_is_not_topkbench_parquet_is_an_error(tmp_path, capsys):
+    pd.DataFrame({"x": [1, 2]}).to_parquet(tmp_path / "other.parquet")
+    code, _, err = cli(capsys, tmp_path / "other.parquet", "--out", tmp_path / "f.py")
+    assert code != 0
+    assert "not a topkbench result file" in one_error_line(err)
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    code, _, err = cli(capsys, tmp_path / "junk.parquet", "--out", tmp_path / "f.py")
+    assert code != 0
+    assert "not a readable Parquet file" in one_error_line(err)
+
+
+def test_out_must_be_a_python_file(tmp_path, capsys):
+    code, _, err = cli(capsys, FIXTURES, "--out", tmp_path / "f.txt")
+    assert code != 0
+    assert "must be a .py file" in one_error_line(err)

@@ -1,0 +1,422 @@
+"""Dispatch thresholds fitted to stored measurements by minimising regret (DESIGN.md section 8).
+
+Regret
+    At one measured point (rows, seq_len, k, length mode, distribution) the regret of an
+    implementation is its median time divided by the fastest median measured there among the
+    implementations considered (1.0 = the oracle's choice). An implementation that is missing at
+    the point (status unsupported, error or wrong, or not measured) is *unavailable* there: its
+    regret is infinite.
+
+Cells: how distributions and length modes are combined
+    The thresholds see only (num_rows, max_seq_len, k), so the points of one such *cell* that
+    differ in length mode or distribution are combined by taking the **worst** regret over them:
+    a dispatcher cannot see the data, and a choice must hold up on every kind of data measured.
+    Timing modes and L2 modes are never combined: the data must hold one of each (choose with a
+    filter otherwise).
+
+Search
+    For each measured k separately: the rows values are split into at most ``max_row_bands``
+    contiguous bands, and inside each band the seq_len values into at most ``max_cuts + 1``
+    contiguous segments, each served by one implementation. The split minimises, first, the number
+    of cells where the chosen implementation is unavailable and then the sum of log regrets (the
+    geometric mean regret) over the cells. It is exact: dynamic programming over the sorted
+    seq_len values inside every candidate row band, then over the sorted rows values. On equal cost
+    (within 1e-9) the split with fewer pieces wins, then the implementation first by name.
+
+Cut points
+    A boundary between measured values a < b sits at ceil(sqrt(a * b)), the geometric midpoint
+    rounded up to an integer; values below it belong to the lower piece. The first and last pieces
+    extend without bound, so a query outside the measured range gets the nearest measured band.
+    k is handled the same way: each measured k has its own table, split at the midpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from topkbench.errors import FitError
+from topkbench.schema import KEY_COLUMNS, Status
+
+#: Columns the CLI can filter on, in the order they are reported.
+FILTER_COLUMNS = ("k", "length_mode", "distribution", "timing_mode", "l2")
+#: Columns whose values are never combined in one fit.
+SINGLE_VALUED = ("timing_mode", "l2")
+CELL_COLUMNS = ("k", "rows", "seq_len")
+COMBINED_COLUMNS = ("length_mode", "distribution")
+DEFAULT_MAX_ROW_BANDS = 4
+DEFAULT_MAX_CUTS = 3
+_EPS = 1e-9
+
+
+def cut_between(low: int, high: int) -> int:
+    """The boundary between measured values ``low < high``: ceil(sqrt(low * high)), in (low, high]."""
+    product = int(low) * int(high)
+    root = math.isqrt(product)
+    return root if root * root == product else root + 1
+
+
+# --- the selected data --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the fitted points came from, for the banner of the generated module."""
+
+    gpu_name: str
+    gpu_slug: str
+    #: (file or run folder basename, run ids) for every source of the rows used.
+    sources: tuple[tuple[str, tuple[str, ...]], ...]
+    #: (implementation, kernel hash) pairs of the rows used; library code has none.
+    kernel_hashes: tuple[tuple[str, str], ...]
+    topkbench_versions: tuple[str, ...]
+    #: (column, values) of the data after filtering, e.g. ("distribution", ("normal", ...)).
+    selection: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Points:
+    """The cell regret table: ``regret[i, j]`` of implementation ``impls[j]`` at ``cells[i]``.
+
+    ``cells`` are sorted (k, rows, seq_len) tuples; ``inf`` marks an unavailable implementation.
+    """
+
+    impls: tuple[str, ...]
+    cells: tuple[tuple[int, int, int], ...]
+    regret: np.ndarray
+
+    def subset(self, mask: Sequence[bool] | np.ndarray) -> "Points":
+        mask = np.asarray(mask, dtype=bool)
+        cells = tuple(c for c, keep in zip(self.cells, mask) if keep)
+        return Points(self.impls, cells, self.regret[mask])
+
+    def values(self, column: str) -> list[int]:
+        return sorted({cell[CELL_COLUMNS.index(column)] for cell in self.cells})
+
+    def regret_of(self, choices: Sequence[str]) -> np.ndarray:
+        """The regret at each cell of the implementation chosen there (inf if not considered)."""
+        index = {name: j for j, name in enumerate(self.impls)}
+        return np.array([self.regret[i, index[c]] if c in index else np.inf for i, c in enumerate(choices)],
+                        dtype=float)
+
+
+def _one_gpu(frame: pd.DataFrame, gpu: str | None) -> pd.DataFrame:
+    gpus = sorted({f"{name} ({slug})" for name, slug in zip(frame["gpu_name"], frame["gpu_slug"])})
+    if gpu is not None:
+        wanted = gpu.casefold()
+        chosen = frame[(frame["gpu_name"].str.casefold() == wanted) | (frame["gpu_slug"].str.casefold() == wanted)]
+        if chosen.empty:
+            raise FitError(f"no results for GPU {gpu!r}; the data holds: {', '.join(gpus)}",
+                           hint="pass --gpu with one of those names or slugs")
+        return chosen
+    if len(gpus) > 1:
+        raise FitError(f"the results come from several GPUs: {', '.join(gpus)}; choose one with --gpu",
+                       hint="a fit is for one GPU; pass its name or slug")
+    return frame
+
+
+def _apply_filters(frame: pd.DataFrame, filters: Mapping[str, Iterable[Any]]) -> pd.DataFrame:
+    for column in FILTER_COLUMNS:
+        wanted = [v for v in filters.get(column) or ()]
+        if not wanted:
+            continue
+        present = sorted(frame[column].unique().tolist())
+        if column == "k":
+            wanted = [int(v) for v in wanted]
+        else:
+            wanted = [str(v) for v in wanted]
+        unknown = [v for v in wanted if v not in present]
+        if unknown:
+            flag = "--" + column.replace("_", "-")
+            raise FitError(f"{flag} {', '.join(map(str, unknown))}: not in the data; values there: "
+                           f"{', '.join(map(str, present))}")
+        frame = frame[frame[column].isin(wanted)]
+    for column in SINGLE_VALUED:
+        present = sorted(frame[column].unique().tolist())
+        if len(present) > 1:
+            flag = "--" + column.replace("_", "-")
+            raise FitError(f"the data mixes {column} values {', '.join(present)}, which are never combined; "
+                           f"choose one with {flag}")
+    return frame
+
+
+def _sources(frame: pd.DataFrame) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    runs: dict[str, set[str]] = {}
+    for path, run_id in zip(frame["source_file"] if "source_file" in frame else [""] * len(frame), frame["run_id"]):
+        parts = str(path).replace("\\", "/").split("/")
+        # A run still being written is one part file per point: name its folder once.
+        name = parts[-2] if len(parts) > 1 and parts[-2].endswith(".parts") else parts[-1]
+        runs.setdefault(name or "(in memory)", set()).add(str(run_id))
+    return tuple((name, tuple(sorted(ids))) for name, ids in sorted(runs.items()))
+
+
+def select_points(
+    frame: pd.DataFrame,
+    *,
+    gpu: str | None = None,
+    impls: Sequence[str] | None = None,
+    filters: Mapping[str, Iterable[Any]] | None = None,
+) -> tuple[Points, Provenance]:
+    """The cell regret table of one GPU's results (a frame from ``store.read_results``).
+
+    A point measured by several runs keeps its newest measurement (the run ids start with the UTC
+    time), so a re-run after a kernel change replaces the old timing rather than mixing with it.
+    """
+    if frame.empty:
+        raise FitError("no result rows to fit")
+    frame = _apply_filters(_one_gpu(frame, gpu), filters or {})
+    present = sorted(frame["impl"].unique().tolist())
+    if impls:
+        unknown = [name for name in impls if name not in present]
+        if unknown:
+            raise FitError(f"--impl {', '.join(unknown)}: not in the data; implementations there: {', '.join(present)}")
+        frame = frame[frame["impl"].isin(list(impls))]
+    frame = frame.sort_values(["timestamp", "run_id"], kind="stable")
+    frame = frame.drop_duplicates(subset=list(KEY_COLUMNS), keep="last")
+    usable = (frame["status"] == Status.OK.value) & np.isfinite(frame["median_us"]) & (frame["median_us"] > 0)
+    ok = frame[usable]
+    if ok.empty:
+        raise FitError("no usable points: no row with status ok and a positive median time after filtering",
+                       hint="check the filters, or run 'topkbench sweep' first")
+    names = tuple(sorted(impls)) if impls else tuple(sorted(ok["impl"].unique().tolist()))
+    with_points = sorted(ok["impl"].unique().tolist())
+    if len(with_points) < 2:
+        raise FitError(f"only one implementation ({', '.join(with_points)}) has usable points: nothing to choose between",
+                       hint="measure at least two implementations on the same points")
+
+    point_columns = [*CELL_COLUMNS, *COMBINED_COLUMNS]
+    times = ok.pivot_table(index=point_columns, columns="impl", values="median_us", aggfunc="first")
+    times = times.reindex(columns=list(names))
+    regret = times.to_numpy(dtype=float) / np.nanmin(times.to_numpy(dtype=float), axis=1, keepdims=True)
+    regret = np.where(np.isnan(regret), np.inf, regret)
+    per_point = pd.DataFrame(regret, index=times.index, columns=list(names))
+    worst = per_point.groupby(level=list(CELL_COLUMNS), sort=True).max()
+    cells = tuple((int(k), int(r), int(s)) for k, r, s in worst.index)
+    points = Points(names, cells, worst.to_numpy(dtype=float))
+
+    hashes = sorted({(i, h) for i, h in zip(frame["impl"], frame["kernel_hash"]) if isinstance(h, str) and h})
+    selection = tuple((c, tuple(str(v) for v in sorted(frame[c].unique().tolist()))) for c in FILTER_COLUMNS)
+    provenance = Provenance(
+        gpu_name=str(frame["gpu_name"].iloc[0]),
+        gpu_slug=str(frame["gpu_slug"].iloc[0]),
+        sources=_sources(frame),
+        kernel_hashes=tuple(hashes),
+        topkbench_versions=tuple(sorted({str(v) for v in frame["topkbench_version"]})),
+        selection=selection,
+    )
+    return points, provenance
+
+
+# --- the thresholds -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowBand:
+    """Rows below ``rows_below`` (None: no bound); ``segments`` are (seq_len_below, impl) pairs."""
+
+    rows_below: int | None
+    segments: tuple[tuple[int | None, str], ...]
+
+
+@dataclass(frozen=True)
+class KBand:
+    """The table fitted at the measured values ``ks``, used for every k below ``k_below`` (None: no bound).
+
+    Neighbouring k whose fitted tables are identical share one band, which changes no answer.
+    """
+
+    ks: tuple[int, ...]
+    k_below: int | None
+    row_bands: tuple[RowBand, ...]
+
+    @property
+    def fitted_at(self) -> str:
+        return "k = " + ", ".join(map(str, self.ks))
+
+
+def _first(bands: Sequence[Any], value: int, bound) -> Any:
+    for band in bands:
+        limit = bound(band)
+        if limit is None or value < limit:
+            return band
+    return bands[-1]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per k band, per row band, seq_len cut points between implementations."""
+
+    k_bands: tuple[KBand, ...]
+
+    def select(self, num_rows: int, max_seq_len: int, k: int) -> str:
+        """The same walk as the generated module's ``select``: first band whose bound exceeds the value."""
+        kband = _first(self.k_bands, k, lambda b: b.k_below)
+        rband = _first(kband.row_bands, num_rows, lambda b: b.rows_below)
+        return _first(rband.segments, max_seq_len, lambda s: s[0])[1]
+
+    def to_data(self) -> tuple:
+        """The plain-data THRESHOLDS of the generated module (see codegen)."""
+        return tuple(
+            (kb.k_below, tuple((rb.rows_below, tuple(rb.segments)) for rb in kb.row_bands)) for kb in self.k_bands
+        )
+
+    def impls(self) -> list[str]:
+        return sorted({impl for kb in self.k_bands for rb in kb.row_bands for _, impl in rb.segments})
+
+    def n_pieces(self) -> tuple[int, int]:
+        """(row bands, seq_len cuts) summed over the k bands."""
+        bands = sum(len(kb.row_bands) for kb in self.k_bands)
+        cuts = sum(len(rb.segments) - 1 for kb in self.k_bands for rb in kb.row_bands)
+        return bands, cuts
+
+
+def _better(a: tuple[int, float], b: tuple[int, float] | None) -> bool:
+    if b is None:
+        return True
+    return a[0] < b[0] or (a[0] == b[0] and a[1] < b[1] - _EPS)
+
+
+def _segmentation(u: np.ndarray, log: np.ndarray, max_segments: int):
+    """Best split of ``S`` ordered seq_len values into at most ``max_segments`` runs of one impl.
+
+    ``u`` and ``log`` are [S, impls] sums over the cells of a row band (unavailable count, sum of
+    log regret). Returns (cost, [(end index exclusive, impl index)]).
+    """
+    n_values, n_impls = u.shape
+    cu = np.vstack([np.zeros((1, n_impls), dtype=np.int64), np.cumsum(u, axis=0)])
+    cl = np.vstack([np.zeros((1, n_impls)), np.cumsum(log, axis=0)])
+
+    def piece(i: int, j: int) -> tuple[tuple[int, float], int]:
+        best, arg = None, 0
+        for m in range(n_impls):
+            cost = (int(cu[j, m] - cu[i, m]), float(cl[j, m] - cl[i, m]))
+            if _better(cost, best):
+                best, arg = cost, m
+        return best, arg
+
+    pieces = {(i, j): piece(i, j) for i in range(n_values) for j in range(i + 1, n_values + 1)}
+    # table[c][j]: best cost of covering the first j values with exactly c pieces, and its pieces
+    table: list[dict[int, tuple[tuple[int, float], list[tuple[int, int]]]]] = [{0: ((0, 0.0), [])}]
+    answer = None
+    for count in range(1, max_segments + 1):
+        row: dict[int, tuple[tuple[int, float], list[tuple[int, int]]]] = {}
+        for j in range(1, n_values + 1):
+            best = None
+            for i, (prev_cost, prev_pieces) in table[count - 1].items():
+                if i >= j:
+                    continue
+                cost_ij, impl = pieces[(i, j)]
+                cost = (prev_cost[0] + cost_ij[0], prev_cost[1] + cost_ij[1])
+                if best is None or _better(cost, best[0]):
+                    best = (cost, [*prev_pieces, (j, impl)])
+            if best is not None:
+                row[j] = best
+        table.append(row)
+        if n_values in row and (answer is None or _better(row[n_values][0], answer[0])):
+            answer = row[n_values]
+    return answer
+
+
+def _fit_k(points: Points, k: int, max_row_bands: int, max_cuts: int) -> tuple[RowBand, ...]:
+    index = [i for i, cell in enumerate(points.cells) if cell[0] == k]
+    cells = [points.cells[i] for i in index]
+    regret = points.regret[index]
+    unavailable = np.isinf(regret).astype(np.int64)
+    log = np.where(np.isinf(regret), 0.0, np.log(np.where(np.isinf(regret), 1.0, regret)))
+    rows_values = sorted({c[1] for c in cells})
+
+    def band(lo: int, hi: int):
+        members = [n for n, c in enumerate(cells) if rows_values[lo] <= c[1] <= rows_values[hi - 1]]
+        seq_values = sorted({cells[n][2] for n in members})
+        position = {s: p for p, s in enumerate(seq_values)}
+        u = np.zeros((len(seq_values), len(points.impls)), dtype=np.int64)
+        lg = np.zeros((len(seq_values), len(points.impls)))
+        for n in members:
+            u[position[cells[n][2]]] += unavailable[n]
+            lg[position[cells[n][2]]] += log[n]
+        cost, pieces = _segmentation(u, lg, max_cuts + 1)
+        segments = []
+        for p, (end, impl) in enumerate(pieces):
+            bound = None if p == len(pieces) - 1 else cut_between(seq_values[end - 1], seq_values[end])
+            segments.append((bound, points.impls[impl]))
+        return cost, tuple(segments)
+
+    n_rows = len(rows_values)
+    bands = {(i, j): band(i, j) for i in range(n_rows) for j in range(i + 1, n_rows + 1)}
+    table: list[dict[int, tuple[tuple[int, float], list[tuple[int, int]]]]] = [{0: ((0, 0.0), [])}]
+    answer = None
+    for count in range(1, max_row_bands + 1):
+        row = {}
+        for j in range(1, n_rows + 1):
+            best = None
+            for i, (prev_cost, prev) in table[count - 1].items():
+                if i >= j:
+                    continue
+                cost_ij = bands[(i, j)][0]
+                cost = (prev_cost[0] + cost_ij[0], prev_cost[1] + cost_ij[1])
+                if best is None or _better(cost, best[0]):
+                    best = (cost, [*prev, (i, j)])
+            if best is not None:
+                row[j] = best
+        table.append(row)
+        if n_rows in row and (answer is None or _better(row[n_rows][0], answer[0])):
+            answer = row[n_rows]
+    result = []
+    for p, (i, j) in enumerate(answer[1]):
+        bound = None if p == len(answer[1]) - 1 else cut_between(rows_values[j - 1], rows_values[j])
+        result.append(RowBand(bound, bands[(i, j)][1]))
+    return tuple(result)
+
+
+def fit_thresholds(points: Points, *, max_row_bands: int = DEFAULT_MAX_ROW_BANDS,
+                   max_cuts: int = DEFAULT_MAX_CUTS) -> Thresholds:
+    """The regret-minimising thresholds for ``points`` (see the module docstring)."""
+    if max_row_bands < 1 or max_cuts < 0:
+        raise FitError(f"caps must allow one row band and no cut at least (got {max_row_bands} bands, {max_cuts} cuts)")
+    if not points.cells:
+        raise FitError("no usable points to fit")
+    ks = points.values("k")
+    k_bands: list[KBand] = []
+    for n, k in enumerate(ks):
+        bound = None if n == len(ks) - 1 else cut_between(k, ks[n + 1])
+        row_bands = _fit_k(points, k, max_row_bands, max_cuts)
+        if k_bands and k_bands[-1].row_bands == row_bands:
+            k_bands[-1] = KBand((*k_bands[-1].ks, k), bound, row_bands)
+        else:
+            k_bands.append(KBand((k,), bound, row_bands))
+    return Thresholds(tuple(k_bands))
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Fitted thresholds with the points and provenance behind them.
+
+    ``select`` answers like the generated module; ``choices(points)`` is its pick at every cell.
+    """
+
+    thresholds: Thresholds
+    points: Points
+    provenance: Provenance | None = None
+    max_row_bands: int = DEFAULT_MAX_ROW_BANDS
+    max_cuts: int = DEFAULT_MAX_CUTS
+    combine: str = field(default="worst regret over length modes and distributions")
+
+    def select(self, num_rows: int, max_seq_len: int, k: int) -> str:
+        return self.thresholds.select(num_rows, max_seq_len, k)
+
+    def choices(self, points: Points | None = None) -> list[str]:
+        points = self.points if points is None else points
+        return [self.select(r, s, k) for k, r, s in points.cells]
+
+    def training_regret(self) -> np.ndarray:
+        return self.points.regret_of(self.choices())
+
+
+def fit(points: Points, provenance: Provenance | None = None, *, max_row_bands: int = DEFAULT_MAX_ROW_BANDS,
+        max_cuts: int = DEFAULT_MAX_CUTS) -> FitResult:
+    thresholds = fit_thresholds(points, max_row_bands=max_row_bands, max_cuts=max_cuts)
+    return FitResult(thresholds, points, provenance, max_row_bands, max_cuts)
