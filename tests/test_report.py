@@ -1,0 +1,283 @@
+"""The HTML report: built from synthetic GPU-shaped frames and from the committed real CPU fixtures."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("plotly", reason="the report needs plotly (pip install 'topkbench[report]')")
+
+from synthetic import make_frame  # noqa: E402
+
+from topkbench.errors import ReportError  # noqa: E402
+from topkbench.report import build_report, render  # noqa: E402
+from topkbench.report import data as D  # noqa: E402
+from topkbench.report import figures as F  # noqa: E402
+from topkbench.report.fmt import sig  # noqa: E402
+from topkbench.report.selectors import load_heuristic  # noqa: E402
+from topkbench.store import read_results, to_table  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+#: A wrong kernel's timing, distinctive so that the test can see it is never drawn.
+WRONG_FAST_US = 0.0314159265
+
+ROWS = (1, 4, 16, 64, 128, 256)
+SEQ = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+
+
+def _model(rows: int, seq: int) -> dict[str, float]:
+    """Latency shapes like DESIGN.md section 4: per_row on short rows, large_context with many rows
+    of long ones, radix on few very long rows, torch behind."""
+    return {
+        "torch": 10 + 0.00005 * rows * seq + 0.0003 * seq,
+        "per_row": 4 + 0.0000625 * rows * seq + 0.0002 * seq,
+        "large_context": 6 + 0.0000375 * rows * seq + 0.00012 * seq,
+        "radix": 9 + 0.00006 * rows * seq + 0.00002 * seq,
+    }
+
+
+def gpu_frame() -> pd.DataFrame:
+    """A GPU-shaped dataset with a wrong, an unsupported and a noisy point planted."""
+    records = []
+    for k in (512, 2048):
+        for rows in ROWS:
+            for seq in SEQ:
+                for impl, us in _model(rows, seq).items():
+                    rec = dict(rows=rows, seq_len=seq, k=k, impl=impl, median_us=us,
+                               kernel_hash="" if impl == "torch" else f"{impl}-hash0001")
+                    if impl == "radix" and (k, rows, seq) == (2048, 256, 131072):
+                        rec.update(status="wrong", reason="dropped 3 candidates at the k-th value")
+                    if impl == "large_context" and (k, rows, seq) == (512, 1, 131072):
+                        rec.update(status="unsupported", reason="k below 1024 not compiled")
+                    if impl == "per_row" and (rows, seq) == (16, 4096):
+                        rec.update(noisy=True, rel_spread=0.31, p20_us=us * 0.85, p80_us=us * 1.16)
+                    records.append(rec)
+    frame = make_frame(records)
+    # A wrong kernel can be very fast; its timing is stored and must never reach a figure.
+    frame.loc[frame["status"] == "wrong", "median_us"] = WRONG_FAST_US
+    return frame
+
+
+def without_bundle(html: str) -> str:
+    """The page minus the plotly.js library text (which has its own URLs and numbers)."""
+    start = html.index("* plotly.js v")
+    return html[:start] + html[html.index("</script>", start):]
+
+
+class Rule:
+    def __init__(self, name, fn):
+        self.name, self.description, self._fn = name, f"test rule {name}", fn
+
+    def select(self, num_rows, max_seq_len, k):
+        return self._fn(num_rows, max_seq_len, k)
+
+
+def test_sig_rounds_to_three_significant_digits():
+    assert [sig(v) for v in (12345.6, 123.456, 1.23456, 0.0123456, 999.6, 0.99951, 0.0)] == \
+        ["12300", "123", "1.23", "0.0123", "1000", "1.00", "0"]
+    assert sig(float("nan")) == "-"
+
+
+def test_winners_margin_and_regret_on_planted_times():
+    frame = make_frame([
+        dict(rows=1, seq_len=1024, k=8, impl="a", median_us=10.0),
+        dict(rows=1, seq_len=1024, k=8, impl="b", median_us=15.0),
+        dict(rows=1, seq_len=4096, k=8, impl="a", median_us=40.0),
+        dict(rows=1, seq_len=4096, k=8, impl="b", median_us=20.0),
+        dict(rows=1, seq_len=8192, k=8, impl="a", median_us=80.0),
+        dict(rows=1, seq_len=8192, k=8, impl="b", status="wrong", reason="bad"),
+    ])
+    (ds,) = D.split_datasets(frame)
+    pts = ds.points.set_index("seq_len")
+    assert list(pts["winner"]) == ["a", "b", "a"]
+    assert pts.at[1024, "margin"] == pytest.approx(0.5)
+    assert pts.at[4096, "margin"] == pytest.approx(1.0)
+    assert pts.at[8192, "runner_up"] == ""  # b's wrong result is no competitor
+    always_a = D.regret(ds, D.FixedChoice("a")).set_index("seq_len")["regret"]
+    assert list(always_a) == pytest.approx([1.0, 2.0, 1.0])
+    always_b = D.regret(ds, D.FixedChoice("b")).set_index("seq_len")["regret"]
+    assert always_b[1024] == pytest.approx(1.5) and math.isnan(always_b[8192])
+    summary = D.regret_summary([(D.FixedChoice("b"), D.regret(ds, D.FixedChoice("b")))], lambda s: "fixed")
+    row = summary.iloc[0]
+    assert (row["covered"], row["points"]) == (2, 3)
+    assert row["geomean_regret"] == pytest.approx(math.sqrt(1.5))
+    assert row["within_5pct"] == pytest.approx(0.5)
+
+
+def test_speedup_is_baseline_over_fastest_other():
+    frame = make_frame([dict(rows=2, seq_len=4096, k=64, impl="torch", median_us=30.0),
+                        dict(rows=2, seq_len=4096, k=64, impl="per_row", median_us=10.0),
+                        dict(rows=2, seq_len=4096, k=64, impl="radix", median_us=15.0)])
+    (ds,) = D.split_datasets(frame)
+    table = D.speedup(ds)
+    assert ds.baseline == "torch"
+    assert table.loc[0, "best_impl"] == "per_row" and table.loc[0, "speedup"] == pytest.approx(3.0)
+
+
+def test_gpu_report_embeds_plotly_once_and_draws_rules():
+    html = render(gpu_frame(), rules=[Rule("proposal", lambda r, s, k: "radix" if s >= 65536 else "per_row")])
+    assert html.count("* plotly.js v") == 1  # the bundle's licence banner
+    assert "cdn.plot.ly" not in without_bundle(html) and not re.search(r"<script[^>]+src=", html)
+    assert html.count('class="plotly-graph-div') == html.count("Plotly.newPlot") > 5
+    assert '"name":"rule: proposal"' in html
+    for section in ("Latency vs seq_len", "Winner map", "Speedup over torch", "memory floor",
+                    "Regret of dispatch rules", "Timing noise", "Provenance", "large_context-hash0001"):
+        assert section in html
+
+
+def test_failed_points_are_listed_not_plotted():
+    frame = gpu_frame()
+    html = without_bundle(render(frame, rules=[]))
+    assert "dropped 3 candidates at the k-th value" in html and "k below 1024 not compiled" in html
+    assert repr(WRONG_FAST_US) not in html
+    datasets = D.split_datasets(frame)
+    (ds,) = datasets
+    assert ds.points.set_index(["rows", "seq_len", "k"]).at[(256, 131072, 2048), "winner"] != "radix"
+    fig = F.latency(ds, 2048)
+    for trace in fig.data:
+        if trace.name == "radix":
+            assert WRONG_FAST_US not in list(trace.y)
+    assert len(D.failures(frame)) == 2
+
+
+def test_noisy_points_are_counted_and_listed():
+    html = render(gpu_frame(), rules=[])
+    assert "2 of 334 timings are flagged noisy" in html
+    assert "per_row (noisy)" in html
+
+
+def test_report_from_real_cpu_fixtures(tmp_path):
+    out = build_report([FIXTURES], tmp_path / "r" / "report.html")
+    html = out.read_text()
+    frame = read_results([FIXTURES])
+    assert set(frame["impl"]) == {"torch-cpu", "numpy"}
+    assert html.count("* plotly.js v") == 1
+    assert "Speedup over torch-cpu" in html
+    # Every (length mode, distribution) of the fixture is its own section.
+    groups = frame.groupby(["length_mode", "distribution"]).ngroups
+    assert html.count("<h2 id=\"ds") == groups
+    assert str(frame["run_id"].iloc[0]) in html and str(frame["host"].iloc[0]) in html
+    # The hand rules pick GPU kernels that a CPU run never measures: reported, not fatal.
+    assert "large_context, per_row" in html or "per_row, large_context" in html
+
+
+def test_no_input_and_unreadable_files_are_one_line_errors(tmp_path):
+    with pytest.raises(ReportError, match="no result files given"):
+        build_report([], tmp_path / "r.html")
+    with pytest.raises(ReportError, match="no result files found"):
+        build_report([tmp_path], tmp_path / "r.html")
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all")
+    with pytest.raises(ReportError, match="not a readable Parquet file") as info:
+        build_report([junk], tmp_path / "r.html")
+    assert "\n" not in info.value.message
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_no_ok_points_is_an_error(tmp_path):
+    frame = make_frame([dict(rows=1, seq_len=1024, k=8, impl="radix", median_us=1.0, status="error",
+                             reason="illegal address"),
+                        dict(rows=1, seq_len=1024, k=8, impl="per_row", median_us=1.0, status="unsupported",
+                             reason="k too large")])
+    path = tmp_path / "bad.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(to_table(frame.to_dict("records")), path)
+    with pytest.raises(ReportError, match=r"no ok timings to report \(1 error, 1 unsupported\)"):
+        build_report([path], tmp_path / "r.html")
+
+
+def _write_module(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "heuristic_test.py"
+    path.write_text('"""generated by topkbench fit-heuristic, do not edit"""\n' + body)
+    return path
+
+
+def test_matching_heuristic_is_drawn_and_judged(tmp_path):
+    module = _write_module(tmp_path, "GPU_NAME = 'Synthetic GPU'\n"
+                           "def select(num_rows, max_seq_len, k):\n"
+                           "    return 'per_row' if max_seq_len < 16384 else 'large_context'\n")
+    html = render(gpu_frame(), heuristic=load_heuristic(module), rules=[])
+    assert '"name":"rule: fitted (heuristic_test.py)"' in html
+    assert "thresholds fitted by topkbench" in html
+
+
+@pytest.mark.parametrize("body, message", [
+    ("GPU_NAME = 'NVIDIA H100 80GB HBM3'\ndef select(r, s, k):\n    return 'per_row'\n",
+     "fitted on 'NVIDIA H100 80GB HBM3' but the results are from 'Synthetic GPU'"),
+    ("GPU_NAME = 'Synthetic GPU'\ndef select(r, s, k):\n    return 'air_topk' if s > 8192 else 'per_row'\n",
+     "picks air_topk, not measured"),
+    ("THRESHOLDS = ()\n", "no select"),
+    ("import nonexistent_module_xyz\n", "failed to load"),
+])
+def test_heuristic_that_does_not_match_the_data_is_an_error(tmp_path, body, message):
+    with pytest.raises(ReportError, match=re.escape(message)) as info:
+        render(gpu_frame(), heuristic=load_heuristic(_write_module(tmp_path, body)), rules=[])
+    assert "\n" not in info.value.message
+
+
+def test_generated_heuristic_module_from_the_real_fit(tmp_path):
+    fit = pytest.importorskip("topkbench.fit")
+    codegen = pytest.importorskip("topkbench.codegen")
+    frame = read_results([FIXTURES])
+    points, provenance = fit.select_points(frame)
+    module = tmp_path / "cpu_heuristic.py"
+    module.write_text(codegen.render_module(fit.fit(points, provenance)))
+    heuristic = load_heuristic(module)
+    assert heuristic.gpu_name == frame["gpu_name"].iloc[0]
+    out = build_report([FIXTURES], tmp_path / "report.html", heuristic=module)
+    assert "fitted (cpu_heuristic.py)" in out.read_text()
+    with pytest.raises(ReportError, match="was fitted on 'cpu: "):
+        render(gpu_frame(), heuristic=heuristic, rules=[])
+
+
+def test_hand_rules_come_from_topkbench_rules():
+    rules = pytest.importorskip("topkbench.rules")
+    from topkbench.report.selectors import hand_rules
+
+    loaded = {r.name: r for r in hand_rules()}
+    assert set(loaded) == set(rules.RULES)
+    assert loaded["proposal"].select(1, 131072, 2048) == "radix"
+    html = render(gpu_frame())
+    assert '"name":"rule: proposal"' in html and '"name":"rule: batch128"' in html
+
+
+def test_missing_plotly_is_a_report_error_with_a_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    with pytest.raises(ReportError, match="plotly is not installed") as info:
+        F.plotly_modules()
+    assert "topkbench[report]" in info.value.hint
+
+
+def test_cli_report_and_its_errors(tmp_path, capsys):
+    from topkbench.cli import main
+
+    out = tmp_path / "cli.html"
+    main(["report", str(FIXTURES), "--out", str(out)])
+    assert out.exists() and "report:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as failed:
+        main(["report", str(tmp_path / "missing.parquet"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert failed.value.code == 2
+    assert err.startswith("error: no such result file or folder") and "Traceback" not in err
+    with pytest.raises(SystemExit) as failed:
+        main(["report", "--out", str(out)])
+    assert failed.value.code == 2 and "no result files given" in capsys.readouterr().err
+
+
+def test_shown_numbers_are_rounded_and_hover_is_exact():
+    frame = make_frame([dict(rows=1, seq_len=1024, k=8, impl="torch", median_us=12.3456789),
+                        dict(rows=1, seq_len=1024, k=8, impl="per_row", median_us=4.56789012)])
+    (ds,) = D.split_datasets(frame)
+    (heat,) = F.speedup(ds).data
+    assert heat.text[0][0] == "2.70x"
+    assert repr(12.3456789 / 4.56789012) in heat.customdata[0][0] and "12.3456789" in heat.customdata[0][0]
+    line = next(t for t in F.latency(ds, 8).data if t.name == "torch")
+    assert line.customdata[0][0] == "12.3456789"

@@ -1,0 +1,123 @@
+"""The dispatch rules a report judges: the fitted heuristic module and the hand rules.
+
+The fitted module is a generated, standalone file (DESIGN.md section 8) loaded from its path; it
+must expose ``select(num_rows, max_seq_len, k) -> str``. Its banner names the GPU its data came
+from; a module fitted on another GPU, or one that picks implementations the data never measured,
+says nothing about this data, so the report refuses it with one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+from topkbench.errors import ReportError
+from topkbench.report.data import Dataset, Selector, rule_picks
+
+#: Where a generated module may state its GPU: a module constant, else a banner line.
+_GPU_ATTRS = ("GPU_NAME", "GPU", "DEVICE_NAME")
+_GPU_LINE = re.compile(r"^\s*#?\s*(?:gpu|gpu_name|device)\s*[:=]\s*['\"]?(?P<name>[^'\"\n]+?)['\"]?\s*$",
+                       re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass
+class Heuristic:
+    """A loaded heuristic module, usable as a :class:`Selector`."""
+
+    path: Path
+    module: ModuleType
+    gpu_name: str | None
+
+    @property
+    def name(self) -> str:
+        return f"fitted ({self.path.name})"
+
+    @property
+    def description(self) -> str:
+        return f"thresholds fitted by topkbench, from {self.path}"
+
+    def select(self, num_rows: int, max_seq_len: int, k: int) -> str:
+        return self.module.select(num_rows, max_seq_len, k)
+
+
+def _banner_gpu(module: ModuleType, source: str) -> str | None:
+    for attr in _GPU_ATTRS:
+        value = getattr(module, attr, None)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    # Only the banner (the leading comments and docstring) is searched: a GPU name further down
+    # would be data of the threshold table, not the module's claim about itself.
+    head = (module.__doc__ or "") + "\n" + "\n".join(
+        line for line in source.splitlines()[:40] if line.lstrip().startswith("#"))
+    match = _GPU_LINE.search(head)
+    return match.group("name").strip() if match else None
+
+
+def load_heuristic(path: str | Path) -> Heuristic:
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"heuristic module not found: {path}",
+                          hint="give the .py file written by 'topkbench fit-heuristic'")
+    name = f"_topkbench_heuristic_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ReportError(f"{path}: not a loadable Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: its own error, in one line
+        raise ReportError(f"{path}: the heuristic module failed to load ({type(exc).__name__}: {exc})") from None
+    finally:
+        sys.modules.pop(name, None)
+    if not callable(getattr(module, "select", None)):
+        raise ReportError(f"{path}: not a heuristic module (no select(num_rows, max_seq_len, k) function)",
+                          hint="give the .py file written by 'topkbench fit-heuristic'")
+    return Heuristic(path, module, _banner_gpu(module, path.read_text(errors="replace")))
+
+
+def datasets_for(heuristic: Heuristic, datasets: list[Dataset]) -> list[Dataset]:
+    """The datasets ``heuristic`` applies to; ReportError when it does not match the data."""
+    gpus = sorted({ds.key["gpu_name"] for ds in datasets})
+    if heuristic.gpu_name is not None:
+        chosen = [ds for ds in datasets if ds.key["gpu_name"] == heuristic.gpu_name]
+        if not chosen:
+            raise ReportError(f"heuristic {heuristic.path.name} was fitted on {heuristic.gpu_name!r} "
+                              f"but the results are from {', '.join(repr(g) for g in gpus)}",
+                              hint="give the heuristic module fitted on this GPU's results")
+    else:
+        chosen = datasets
+    for ds in chosen:
+        grid = ds.points[["rows", "seq_len", "k"]].itertuples(index=False, name=None)
+        absent = sorted(set(rule_picks(heuristic, grid).values()) - set(ds.impls))
+        if absent:
+            raise ReportError(f"heuristic {heuristic.path.name} picks {', '.join(absent)}, not measured in "
+                              f"the results ({ds.title}: {', '.join(ds.impls)})",
+                              hint="give the heuristic module fitted on these results")
+    return chosen
+
+
+@dataclass(frozen=True)
+class HandRule:
+    """A hand-written rule from topkbench.rules, under the report's Selector protocol."""
+
+    name: str
+    description: str
+    _select: Callable[[int, int, int], str]
+
+    def select(self, num_rows: int, max_seq_len: int, k: int) -> str:
+        return self._select(num_rows, max_seq_len, k)
+
+
+def hand_rules() -> list[Selector]:
+    """The named hand rules of DESIGN.md section 1, from topkbench.rules."""
+    rules = importlib.import_module("topkbench.rules")
+    out: list[Selector] = []
+    for key, rule in rules.RULES.items():
+        out.append(HandRule(str(getattr(rule, "name", key)), str(getattr(rule, "description", "")), rule.select))
+    return out
