@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 
 from synthetic import make_frame
 from test_fit import planted
-from topkbench import __version__, codegen
+from topkbench import __version__, codegen, dispatch
 from topkbench.evaluate import evaluate
-from topkbench.fit import fit, select_points
+from topkbench.fit import Thresholds, fit, select_points
 from topkbench.schema import COLUMNS, SCHEMA
 from topkbench.store import read_results
 
@@ -83,6 +83,9 @@ def test_module_runs_without_topkbench_and_agrees_with_the_fit(tmp_path):
     assert out["picks"][len(training):] == ["per_row", "large_context", "large_context", "per_row"]
     assert json.loads(json.dumps(result.thresholds.to_data())) == out["thresholds"]
     assert out["gpu"] == "synthetic-gpu"
+    # the report redraws an installed module's table from its THRESHOLDS alone
+    loaded = Thresholds.from_data(dispatch.load_heuristic_module(module).THRESHOLDS)
+    assert [loaded.select(*q) for q in training + outside] == out["picks"]
 
 
 def test_banner_names_the_data_and_the_figures(tmp_path):

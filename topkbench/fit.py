@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -264,60 +264,52 @@ class Thresholds:
             (kb.k_below, tuple((rb.rows_below, tuple(rb.segments)) for rb in kb.row_bands)) for kb in self.k_bands
         )
 
+    @classmethod
+    def from_data(cls, data: Sequence) -> "Thresholds":
+        """Thresholds from a generated module's THRESHOLDS (the measured k are not kept there)."""
+        return cls(tuple(
+            KBand((), k_below, tuple(RowBand(rows_below, tuple((b, str(i)) for b, i in segments))
+                                     for rows_below, segments in row_bands))
+            for k_below, row_bands in data
+        ))
+
     def impls(self) -> list[str]:
         return sorted({impl for kb in self.k_bands for rb in kb.row_bands for _, impl in rb.segments})
 
-    def n_pieces(self) -> tuple[int, int]:
-        """(row bands, seq_len cuts) summed over the k bands."""
-        bands = sum(len(kb.row_bands) for kb in self.k_bands)
-        cuts = sum(len(rb.segments) - 1 for kb in self.k_bands for rb in kb.row_bands)
-        return bands, cuts
-
 
 def _better(a: tuple[int, float], b: tuple[int, float] | None) -> bool:
+    """Lexicographic: fewer unavailable cells, then smaller log regret beyond a rounding margin."""
     if b is None:
         return True
     return a[0] < b[0] or (a[0] == b[0] and a[1] < b[1] - _EPS)
 
 
-def _segmentation(u: np.ndarray, log: np.ndarray, max_segments: int):
-    """Best split of ``S`` ordered seq_len values into at most ``max_segments`` runs of one impl.
+Cost = tuple[int, float]  # (cells given to an unavailable implementation, sum of log regret)
 
-    ``u`` and ``log`` are [S, impls] sums over the cells of a row band (unavailable count, sum of
-    log regret). Returns (cost, [(end index exclusive, impl index)]).
+
+def _partition(n: int, max_pieces: int, piece: Callable[[int, int], Cost]) -> tuple[Cost, list[tuple[int, int]]]:
+    """Exact best split of ``n`` ordered values into at most ``max_pieces`` contiguous [i, j) runs.
+
+    ``piece(i, j)`` is the cost of one run. Fewer pieces win ties, so the answer never holds two
+    neighbours that merging would not make worse.
     """
-    n_values, n_impls = u.shape
-    cu = np.vstack([np.zeros((1, n_impls), dtype=np.int64), np.cumsum(u, axis=0)])
-    cl = np.vstack([np.zeros((1, n_impls)), np.cumsum(log, axis=0)])
-
-    def piece(i: int, j: int) -> tuple[tuple[int, float], int]:
-        best, arg = None, 0
-        for m in range(n_impls):
-            cost = (int(cu[j, m] - cu[i, m]), float(cl[j, m] - cl[i, m]))
-            if _better(cost, best):
-                best, arg = cost, m
-        return best, arg
-
-    pieces = {(i, j): piece(i, j) for i in range(n_values) for j in range(i + 1, n_values + 1)}
-    # table[c][j]: best cost of covering the first j values with exactly c pieces, and its pieces
-    table: list[dict[int, tuple[tuple[int, float], list[tuple[int, int]]]]] = [{0: ((0, 0.0), [])}]
-    answer = None
-    for count in range(1, max_segments + 1):
-        row: dict[int, tuple[tuple[int, float], list[tuple[int, int]]]] = {}
-        for j in range(1, n_values + 1):
-            best = None
-            for i, (prev_cost, prev_pieces) in table[count - 1].items():
-                if i >= j:
-                    continue
-                cost_ij, impl = pieces[(i, j)]
-                cost = (prev_cost[0] + cost_ij[0], prev_cost[1] + cost_ij[1])
-                if best is None or _better(cost, best[0]):
-                    best = (cost, [*prev_pieces, (j, impl)])
-            if best is not None:
-                row[j] = best
-        table.append(row)
-        if n_values in row and (answer is None or _better(row[n_values][0], answer[0])):
-            answer = row[n_values]
+    costs = {(i, j): piece(i, j) for i in range(n) for j in range(i + 1, n + 1)}
+    # layer[j]: best cost of covering the first j values with exactly `count` pieces, and the runs
+    layer: dict[int, tuple[Cost, list[tuple[int, int]]]] = {0: ((0, 0.0), [])}
+    answer: tuple[Cost, list[tuple[int, int]]] | None = None
+    for _count in range(max_pieces):
+        nxt: dict[int, tuple[Cost, list[tuple[int, int]]]] = {}
+        for j in range(1, n + 1):
+            for i, (prev_cost, runs) in layer.items():
+                if i < j:
+                    c = costs[(i, j)]
+                    cost = (prev_cost[0] + c[0], prev_cost[1] + c[1])
+                    if j not in nxt or _better(cost, nxt[j][0]):
+                        nxt[j] = (cost, [*runs, (i, j)])
+        layer = nxt
+        if n in layer and (answer is None or _better(layer[n][0], answer[0])):
+            answer = layer[n]
+    assert answer is not None
     return answer
 
 
@@ -326,50 +318,45 @@ def _fit_k(points: Points, k: int, max_row_bands: int, max_cuts: int) -> tuple[R
     cells = [points.cells[i] for i in index]
     regret = points.regret[index]
     unavailable = np.isinf(regret).astype(np.int64)
-    log = np.where(np.isinf(regret), 0.0, np.log(np.where(np.isinf(regret), 1.0, regret)))
+    log = np.log(np.where(np.isinf(regret), 1.0, regret))
     rows_values = sorted({c[1] for c in cells})
 
-    def band(lo: int, hi: int):
+    def band(lo: int, hi: int) -> tuple[Cost, tuple[tuple[int | None, str], ...]]:
         members = [n for n, c in enumerate(cells) if rows_values[lo] <= c[1] <= rows_values[hi - 1]]
         seq_values = sorted({cells[n][2] for n in members})
         position = {s: p for p, s in enumerate(seq_values)}
-        u = np.zeros((len(seq_values), len(points.impls)), dtype=np.int64)
-        lg = np.zeros((len(seq_values), len(points.impls)))
+        n_impls = len(points.impls)
+        # prefix sums over seq_len of the band's cost per implementation
+        u = np.zeros((len(seq_values) + 1, n_impls), dtype=np.int64)
+        lg = np.zeros((len(seq_values) + 1, n_impls))
         for n in members:
-            u[position[cells[n][2]]] += unavailable[n]
-            lg[position[cells[n][2]]] += log[n]
-        cost, pieces = _segmentation(u, lg, max_cuts + 1)
-        segments = []
-        for p, (end, impl) in enumerate(pieces):
-            bound = None if p == len(pieces) - 1 else cut_between(seq_values[end - 1], seq_values[end])
-            segments.append((bound, points.impls[impl]))
-        return cost, tuple(segments)
+            u[position[cells[n][2]] + 1] += unavailable[n]
+            lg[position[cells[n][2]] + 1] += log[n]
+        u, lg = np.cumsum(u, axis=0), np.cumsum(lg, axis=0)
 
-    n_rows = len(rows_values)
-    bands = {(i, j): band(i, j) for i in range(n_rows) for j in range(i + 1, n_rows + 1)}
-    table: list[dict[int, tuple[tuple[int, float], list[tuple[int, int]]]]] = [{0: ((0, 0.0), [])}]
-    answer = None
-    for count in range(1, max_row_bands + 1):
-        row = {}
-        for j in range(1, n_rows + 1):
-            best = None
-            for i, (prev_cost, prev) in table[count - 1].items():
-                if i >= j:
-                    continue
-                cost_ij = bands[(i, j)][0]
-                cost = (prev_cost[0] + cost_ij[0], prev_cost[1] + cost_ij[1])
-                if best is None or _better(cost, best[0]):
-                    best = (cost, [*prev, (i, j)])
-            if best is not None:
-                row[j] = best
-        table.append(row)
-        if n_rows in row and (answer is None or _better(row[n_rows][0], answer[0])):
-            answer = row[n_rows]
-    result = []
-    for p, (i, j) in enumerate(answer[1]):
-        bound = None if p == len(answer[1]) - 1 else cut_between(rows_values[j - 1], rows_values[j])
-        result.append(RowBand(bound, bands[(i, j)][1]))
-    return tuple(result)
+        def best_impl(i: int, j: int) -> tuple[Cost, int]:
+            best: Cost | None = None
+            arg = 0
+            for m in range(n_impls):  # first by name on a tie
+                cost = (int(u[j, m] - u[i, m]), float(lg[j, m] - lg[i, m]))
+                if _better(cost, best):
+                    best, arg = cost, m
+            return best, arg
+
+        cost, runs = _partition(len(seq_values), max_cuts + 1, lambda i, j: best_impl(i, j)[0])
+        segments = tuple(
+            (None if j == len(seq_values) else cut_between(seq_values[j - 1], seq_values[j]),
+             points.impls[best_impl(i, j)[1]])
+            for i, j in runs
+        )
+        return cost, segments
+
+    bands = {(i, j): band(i, j) for i in range(len(rows_values)) for j in range(i + 1, len(rows_values) + 1)}
+    _, runs = _partition(len(rows_values), max_row_bands, lambda i, j: bands[(i, j)][0])
+    return tuple(
+        RowBand(None if j == len(rows_values) else cut_between(rows_values[j - 1], rows_values[j]), bands[(i, j)][1])
+        for i, j in runs
+    )
 
 
 def fit_thresholds(points: Points, *, max_row_bands: int = DEFAULT_MAX_ROW_BANDS,
