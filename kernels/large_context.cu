@@ -8,10 +8,10 @@
 //           threshold bucket's (key, index) pairs go to a shared-memory candidate buffer.
 //   refine: 8-bit fp32-key digits over the candidates in shared memory, then select them.
 // When the threshold bucket holds more elements than the buffer (plateaus of equal values,
-// constant or tie-heavy rows), nothing is buffered: pass B already histograms the first fp32
-// digit of the bucket's elements, and the refinement rescans the row (bytes first, scores only
-// for the bucket's elements) with 11-bit digits, like per_row. Min/max tracking collapses a
-// bucket of one repeated value after one pass. The final pass stops once all k slots are taken.
+// constant or tie-heavy rows), nothing is buffered: the bucket becomes its exact fp32 key range
+// and the row is refined by rescanning the scores with 11-bit digits, like per_row
+// (topk::rescan_select). Min/max tracking collapses a bucket of one repeated value after one
+// pass, and the final pass stops once all k slots are taken.
 #include "topk_common.cuh"
 
 #ifndef LC_BLOCK
@@ -25,6 +25,9 @@
 #endif
 #ifndef LC_BYTE_UNROLL
 #define LC_BYTE_UNROLL 2
+#endif
+#ifndef LC_RESCAN_UNROLL
+#define LC_RESCAN_UNROLL 2
 #endif
 #ifndef LC_REFINE_BITS
 #define LC_REFINE_BITS 8
@@ -146,10 +149,7 @@ large_context_topk(const float* __restrict__ logits, long long stride, const int
                 const uint32_t b1 = topk::half_key(v.y) >> kCoarseShift;
                 const uint32_t b2 = topk::half_key(v.z) >> kCoarseShift;
                 const uint32_t b3 = topk::half_key(v.w) >> kCoarseShift;
-                run.add(sh.hist, b0);
-                run.add(sh.hist, b1);
-                run.add(sh.hist, b2);
-                run.add(sh.hist, b3);
+                run.add4(sh.hist, b0, b1, b2, b3);
                 *reinterpret_cast<uint32_t*>(w + i + off) = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
             });
         run.flush(sh.hist);
@@ -162,21 +162,20 @@ large_context_topk(const float* __restrict__ logits, long long stride, const int
     const bool take_all = bucket_count == needed;
     const bool fits = bucket_count <= kCapacity;
 
-    topk::KeyPrefix key;
-    key.set_half_range(b0 << kCoarseShift, (b0 << kCoarseShift) | 0xFFu);
-    // Overflow only: pass B histograms the first fp32 digit of the bucket.
-    const int dbits0 = key.digit_bits(LC_FALLBACK_BITS);
-    const int shift0 = key.bits - dbits0;
-    const uint32_t mask0 = (1u << dbits0) - 1u;
     if (!fits && !take_all) {
-        for (int b = tid; b < kFallbackBins; b += kBlock) sh.hist[b] = 0;
+        // Overflow (plateaus): refine by rescanning the scores, which also writes what lies
+        // above the bucket; the bytes are not needed.
+        const topk::HalfBucketBounds range =
+            topk::half_bucket_bounds(b0 << kCoarseShift, (b0 << kCoarseShift) | 0xFFu);
+        const topk::RescanShared rs{sh.hist, sh.scratch, &sh.choice, &sh.lo, &sh.hi, &sh.above, &sh.ties};
+        topk::rescan_select<kBlock, LC_RESCAN_UNROLL, LC_FALLBACK_BITS>(x, n, o, k, range.first, range.last, needed,
+                                                                       false, false, rs);
+        return;
     }
-    __syncthreads();
 
     auto never = [] { return false; };
     {
         uint32_t lo = 0xFFFFFFFFu, hi = 0u;
-        topk::RunCounter run;
         for_each_byte<false>(
             w, off, off + n, b0,
             [&](int p, uint32_t bv) {
@@ -189,24 +188,20 @@ large_context_topk(const float* __restrict__ logits, long long stride, const int
                 const uint32_t fk = topk::float_key(__ldg(x + i));
                 lo = min(lo, fk);
                 hi = max(hi, fk);
-                if (fits) {
-                    const int j = topk::reserve_slot(&sh.candidates);
-                    if (j < kCapacity) {
-                        sh.cand_key[j] = fk;
-                        sh.cand_idx[j] = i;
-                    }
-                } else if (key.matches(fk)) {
-                    run.add(sh.hist, static_cast<int>((fk >> shift0) & mask0));
+                const int j = topk::reserve_slot(&sh.candidates);
+                if (j < kCapacity) {
+                    sh.cand_key[j] = fk;
+                    sh.cand_idx[j] = i;
                 }
             },
             never);
-        run.flush(sh.hist);
         topk::block_minmax(lo, hi, &sh.lo, &sh.hi);
     }
     __syncthreads();
     if (take_all) return;
 
-    if (fits) {
+    topk::KeyPrefix key;
+    {
         const int m = bucket_count;
         key.set_range(sh.lo, sh.hi);
         __syncthreads();
@@ -252,59 +247,4 @@ large_context_topk(const float* __restrict__ logits, long long stride, const int
         }
         return;
     }
-
-    // Overflow: refine by rescanning; the first digit's histogram is already built.
-    topk::choose_bucket<kFallbackBins, kBlock>(sh.hist, needed, sh.scratch, &sh.choice);
-    needed -= sh.choice.above;
-    bool exact = sh.choice.count == needed;
-    key.descend(dbits0, sh.choice.bucket, sh.lo, sh.hi);
-    __syncthreads();
-    while (!exact && key.bits > 0) {
-        const int dbits = key.digit_bits(LC_FALLBACK_BITS);
-        const int shift = key.bits - dbits;
-        const uint32_t mask = (1u << dbits) - 1u;
-        for (int b = tid; b < kFallbackBins; b += kBlock) sh.hist[b] = 0;
-        if (tid == 0) {
-            sh.lo = 0xFFFFFFFFu;
-            sh.hi = 0u;
-        }
-        __syncthreads();
-        uint32_t lo = 0xFFFFFFFFu, hi = 0u;
-        topk::RunCounter run;
-        for_each_byte<true>(
-            w, off, off + n, b0,
-            [&](int p, uint32_t) {
-                const uint32_t fk = topk::float_key(__ldg(x + (p - off)));
-                if (!key.matches(fk)) return;
-                run.add(sh.hist, static_cast<int>((fk >> shift) & mask));
-                lo = min(lo, fk);
-                hi = max(hi, fk);
-            },
-            never);
-        run.flush(sh.hist);
-        topk::block_minmax(lo, hi, &sh.lo, &sh.hi);
-        __syncthreads();
-        topk::choose_bucket<kFallbackBins, kBlock>(sh.hist, needed, sh.scratch, &sh.choice);
-        needed -= sh.choice.above;
-        exact = sh.choice.count == needed;
-        key.descend(dbits, sh.choice.bucket, sh.lo, sh.hi);
-        __syncthreads();
-    }
-    const int above_total = k - needed;
-    volatile int* above_count = &sh.above;
-    volatile int* tie_count = &sh.ties;
-    for_each_byte<true>(
-        w, off, off + n, b0,
-        [&](int p, uint32_t) {
-            const int i = p - off;
-            const int cmp = key.compare(topk::float_key(__ldg(x + i)));
-            if (cmp > 0) {
-                const int slot = topk::reserve_slot(&sh.above);
-                if (slot < above_total) o[slot] = i;
-            } else if (cmp == 0 && *tie_count < needed) {
-                const int slot = topk::reserve_slot(&sh.ties);
-                if (slot < needed) o[above_total + slot] = i;
-            }
-        },
-        [&] { return *above_count >= above_total && *tie_count >= needed; });
 }

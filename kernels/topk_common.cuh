@@ -51,11 +51,35 @@ __device__ __forceinline__ int row_length(const int* lengths, int row, int width
 
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
-// The fp16 key as the 16-bit pattern it came from, to bound the fp32 keys that round into a range
-// of half keys.
-__device__ __forceinline__ float half_key_to_float(uint32_t key) {
-    uint16_t bits = (key & 0x8000u) ? static_cast<uint16_t>(key ^ 0x8000u) : static_cast<uint16_t>(~key);
-    return __half2float(__ushort_as_half(bits));
+// The float whose key is `key` (keys float_key never makes decode to NaN, which is harmless here).
+__device__ __forceinline__ float key_to_float(uint32_t key) {
+    return __uint_as_float((key & 0x80000000u) ? (key ^ 0x80000000u) : ~key);
+}
+
+// Exact fp32 key bounds of the elements whose fp16 key lies in [half_lo, half_hi]: rounding to
+// fp16 is monotone, so they are the keys in [first, last] (keys below that of -inf are NaN
+// patterns float_key never makes, and are left out of the search). Every thread may call this
+// (64 dependent steps, once per row); afterwards passes test fp32 keys only, with no conversion.
+struct HalfBucketBounds {
+    uint32_t first, last;
+};
+__device__ __forceinline__ HalfBucketBounds half_bucket_bounds(uint32_t half_lo, uint32_t half_hi) {
+    constexpr uint32_t kMinusInf = 0x007FFFFFu;
+    uint32_t lo = kMinusInf, hi = 0xFFFFFFFFu;
+    while (lo < hi) {  // smallest key whose half key is >= half_lo
+        const uint32_t mid = lo + ((hi - lo) >> 1);
+        if (half_key(key_to_float(mid)) >= half_lo) hi = mid; else lo = mid + 1u;
+    }
+    HalfBucketBounds bounds;
+    bounds.first = lo;
+    lo = kMinusInf;
+    hi = 0xFFFFFFFFu;
+    while (lo < hi) {  // largest key whose half key is <= half_hi
+        const uint32_t mid = hi - ((hi - lo) >> 1);
+        if (half_key(key_to_float(mid)) <= half_hi) lo = mid; else hi = mid - 1u;
+    }
+    bounds.last = lo;
+    return bounds;
 }
 
 // Logical right shift that is defined for 32 (every key then shares the empty prefix 0).
@@ -86,6 +110,24 @@ struct RunCounter {
         if (count) atomicAdd(&hist[bin], count);
         bin = -1;
         count = 0;
+    }
+    // Four neighbours at once: equal ones (plateaus) join the run; distinct ones (typical scores)
+    // take plain atomics, skipping the run bookkeeping that would not pay for itself there.
+    __device__ __forceinline__ void add4(int* hist, int b0, int b1, int b2, int b3) {
+        if (b0 == b1 && b1 == b2 && b2 == b3) {
+            if (b0 == bin) {
+                count += 4;
+            } else {
+                if (count) atomicAdd(&hist[bin], count);
+                bin = b0;
+                count = 4;
+            }
+        } else {
+            atomicAdd(&hist[b0], 1);
+            atomicAdd(&hist[b1], 1);
+            atomicAdd(&hist[b2], 1);
+            atomicAdd(&hist[b3], 1);
+        }
     }
 };
 
@@ -180,14 +222,6 @@ struct KeyPrefix {
         bits = lo == hi ? 0 : 32 - __clz(lo ^ hi);
         prefix = shr(lo, bits);
     }
-    // All fp32 keys whose fp16 rounding has a half key in [half_lo, half_hi]: by monotone
-    // rounding they lie between the fp32 values of the neighbouring half keys.
-    __device__ __forceinline__ void set_half_range(uint32_t half_lo, uint32_t half_hi) {
-        // Half keys below 0x03FF (the key of -inf) are NaN patterns, which half_key never makes.
-        const uint32_t lo = half_lo <= 0x03FFu ? 0u : float_key(half_key_to_float(half_lo - 1));
-        const uint32_t hi = half_hi >= 0xFC00u ? 0xFFFFFFFFu : float_key(half_key_to_float(half_hi + 1));
-        set_range(lo, hi);
-    }
     __device__ __forceinline__ bool matches(uint32_t key) const { return shr(key, bits) == prefix; }
     // +1 above the prefix, 0 inside it, -1 below.
     __device__ __forceinline__ int compare(uint32_t key) const {
@@ -241,4 +275,123 @@ __device__ __forceinline__ int vector_head(const float* row, int n) {
     return head < n ? head : n;
 }
 
+// Block shared state that rescan_select works in (all shared memory).
+struct RescanShared {
+    int* hist;  // NB bins
+    int* scratch;
+    BucketChoice* choice;
+    uint32_t* lo;
+    uint32_t* hi;
+    int* above;  // slot counters, zero on entry unless slots were already taken above the bucket
+    int* ties;
+};
+
+// Exact selection within a row whose threshold bucket is known as the fp32 key range
+// [first, last], with `needed` slots left for it (k - needed elements lie above `last`).
+// Refines by rescanning the row from global memory with DIGIT_BITS-wide fp32 digits, each pass
+// counting only the keys in the range that match the prefix chosen so far, then one final pass
+// writes what is above the threshold and fills the ties up to k. `above_written` says the
+// elements above `last` already have their slots; otherwise the first pass writes them, so that
+// the final pass only has the bucket left and can stop once all k slots are taken (plateaus).
+// `take_all`: the whole range is selected (no refinement).
+template <int BLOCK, int UNROLL, int DIGIT_BITS>
+__device__ void rescan_select(const float* __restrict__ x, int n, int* __restrict__ out, int k, uint32_t first,
+                              uint32_t last, int needed, bool take_all, bool above_written, const RescanShared& sh) {
+    const int tid = threadIdx.x;
+    constexpr int NB = 1 << DIGIT_BITS;
+    KeyPrefix key;
+    if (take_all) {
+        key.prefix = 0;
+        key.bits = 32;
+    } else {
+        key.set_range(first, last);
+    }
+    while (key.bits > 0) {
+        const int dbits = key.digit_bits(DIGIT_BITS);
+        const int shift = key.bits - dbits;
+        const uint32_t mask = (1u << dbits) - 1u;
+        for (int b = tid; b < NB; b += BLOCK) sh.hist[b] = 0;
+        if (tid == 0) {
+            *sh.lo = 0xFFFFFFFFu;
+            *sh.hi = 0u;
+        }
+        __syncthreads();
+        uint32_t lo = 0xFFFFFFFFu, hi = 0u;
+        RunCounter run;
+        const bool emit = !above_written;
+        const int above_limit = k - needed;
+        auto visit = [&](int i, float v) {
+            const uint32_t fk = float_key(v);
+            if (fk > last) {
+                if (emit) {
+                    const int slot = reserve_slot(sh.above);
+                    if (slot < above_limit) out[slot] = i;
+                }
+                return;
+            }
+            if (fk < first || !key.matches(fk)) return;
+            run.add(sh.hist, static_cast<int>((fk >> shift) & mask));
+            lo = min(lo, fk);
+            hi = max(hi, fk);
+        };
+        for_each_float<BLOCK, UNROLL, false>(
+            x, n, [&](int i, float v) { visit(i, v); },
+            [&](int i, float4 v) {
+                visit(i, v.x);
+                visit(i + 1, v.y);
+                visit(i + 2, v.z);
+                visit(i + 3, v.w);
+            });
+        above_written = true;
+        run.flush(sh.hist);
+        block_minmax(lo, hi, sh.lo, sh.hi);
+        __syncthreads();
+        choose_bucket<NB, BLOCK>(sh.hist, needed, sh.scratch, sh.choice);
+        needed -= sh.choice->above;
+        const bool exact = sh.choice->count == needed;
+        key.descend(dbits, sh.choice->bucket, *sh.lo, *sh.hi);
+        __syncthreads();  // everyone has read lo/hi before the next pass resets them
+        if (exact) break;
+    }
+
+    // Every slot is accounted for in advance (k - needed above, needed ties), so a thread stops
+    // once all are taken: plateau rows fill their ties early.
+    const int above_total = k - needed;
+    volatile int* above_count = sh.above;
+    volatile int* tie_count = sh.ties;
+    auto select = [&](int i, float v) {
+        const uint32_t fk = float_key(v);
+        if (fk < first) return;
+        int cmp = 1;
+        if (fk <= last) {
+            cmp = key.compare(fk);
+        } else if (above_written) {
+            return;
+        }
+        if (cmp > 0) {
+            const int slot = reserve_slot(sh.above);
+            if (slot < above_total) out[slot] = i;
+        } else if (cmp == 0 && *tie_count < needed) {
+            const int slot = reserve_slot(sh.ties);
+            if (slot < needed) out[above_total + slot] = i;
+        }
+    };
+    const int head = vector_head(x, n);
+    if (tid < head) select(tid, __ldg(x + tid));
+    const float4* vec = reinterpret_cast<const float4*>(x + head);
+    const int nvec = (n - head) >> 2;
+    for (int v = tid; v < nvec; v += BLOCK) {
+        if (*above_count >= above_total && *tie_count >= needed) break;
+        const float4 q = __ldg(vec + v);
+        const int i = head + 4 * v;
+        select(i, q.x);
+        select(i + 1, q.y);
+        select(i + 2, q.z);
+        select(i + 3, q.w);
+    }
+    const int tail = head + 4 * nvec + tid;
+    if (tail < n) select(tail, __ldg(x + tail));
+}
+
 }  // namespace topk
+

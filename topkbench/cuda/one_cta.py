@@ -98,7 +98,7 @@ class LargeContext(_OneCtaKernel):
     source = "large_context.cu"
     function = "large_context_topk"
     block = 1024
-    defines = {"LC_BLOCK": 1024, "LC_CAPACITY": 4096, "LC_UNROLL": 4, "LC_BYTE_UNROLL": 2,
+    defines = {"LC_BLOCK": 1024, "LC_CAPACITY": 4096, "LC_UNROLL": 4, "LC_BYTE_UNROLL": 2, "LC_RESCAN_UNROLL": 2,
                "LC_REFINE_BITS": 8, "LC_FALLBACK_BITS": 11}
 
     def _prepare(self, logits, lengths, k):
