@@ -233,6 +233,7 @@ def test_selection_errors_are_clear():
         select_points(frame, filters={"distribution": ["tie_heavy"]})
     with pytest.raises(FitError, match=r"--impl radix: not in the data; implementations there: large_context, per_row"):
         select_points(frame, impls=["radix"])
+    assert select_points(frame, impls=["per_row", "large_context", "per_row"])[0].impls == ("large_context", "per_row")
     with pytest.raises(FitError, match=r"only one implementation \(per_row\)"):
         select_points(frame, impls=["per_row"])
     failed = make_frame([{**r, "status": "error", "reason": "boom"} for r in planted()])

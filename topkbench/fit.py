@@ -182,7 +182,7 @@ def select_points(
     if ok.empty:
         raise FitError("no usable points: no row with status ok and a positive median time after filtering",
                        hint="check the filters, or run 'topkbench sweep' first")
-    names = tuple(sorted(impls)) if impls else tuple(sorted(ok["impl"].unique().tolist()))
+    names = tuple(sorted(set(impls))) if impls else tuple(sorted(ok["impl"].unique().tolist()))
     with_points = sorted(ok["impl"].unique().tolist())
     if len(with_points) < 2:
         raise FitError(f"only one implementation ({', '.join(with_points)}) has usable points: nothing to choose between",
