@@ -51,6 +51,13 @@ __device__ __forceinline__ int row_length(const int* lengths, int row, int width
 
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
+// The fp16 key as the 16-bit pattern it came from, to bound the fp32 keys that round into a range
+// of half keys.
+__device__ __forceinline__ float half_key_to_float(uint32_t key) {
+    uint16_t bits = (key & 0x8000u) ? static_cast<uint16_t>(key ^ 0x8000u) : static_cast<uint16_t>(~key);
+    return __half2float(__ushort_as_half(bits));
+}
+
 // The float whose key is `key` (keys float_key never makes decode to NaN, which is harmless here).
 __device__ __forceinline__ float key_to_float(uint32_t key) {
     return __uint_as_float((key & 0x80000000u) ? (key ^ 0x80000000u) : ~key);
@@ -221,6 +228,14 @@ struct KeyPrefix {
     __device__ __forceinline__ void set_range(uint32_t lo, uint32_t hi) {
         bits = lo == hi ? 0 : 32 - __clz(lo ^ hi);
         prefix = shr(lo, bits);
+    }
+    // All fp32 keys whose fp16 rounding has a half key in [half_lo, half_hi]: by monotone
+    // rounding they lie between the fp32 values of the neighbouring half keys.
+    __device__ __forceinline__ void set_half_range(uint32_t half_lo, uint32_t half_hi) {
+        // Half keys below 0x03FF (the key of -inf) are NaN patterns, which half_key never makes.
+        const uint32_t lo = half_lo <= 0x03FFu ? 0u : float_key(half_key_to_float(half_lo - 1));
+        const uint32_t hi = half_hi >= 0xFC00u ? 0xFFFFFFFFu : float_key(half_key_to_float(half_hi + 1));
+        set_range(lo, hi);
     }
     __device__ __forceinline__ bool matches(uint32_t key) const { return shr(key, bits) == prefix; }
     // +1 above the prefix, 0 inside it, -1 below.
