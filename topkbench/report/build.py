@@ -15,6 +15,10 @@ from topkbench.report.selectors import Heuristic, datasets_for, hand_rules, load
 from topkbench.store import read_results
 
 
+#: The noise section lists the worst timings only; the figure shows all of them.
+NOISY_ROWS_SHOWN = 25
+
+
 def _pct(v: float) -> str:
     return f"{num(100 * v)}%"
 
@@ -101,7 +105,8 @@ def _dataset_section(page: Page, ds: D.Dataset, selectors: list[D.Selector], ind
                    "sweep's noise target within its time budget); read their medians with care."))
     page.figure(F.noise(ds))
     if not noisy.empty:
-        page.html(table(noisy, _NOISE_COLUMNS))
+        page.html(note("The noisiest flagged timings:"))
+        page.html(table(noisy.sort_values("rel_spread", ascending=False), _NOISE_COLUMNS, limit=NOISY_ROWS_SHOWN))
 
 
 def render(frame: pd.DataFrame, heuristic: Heuristic | None = None, rules: Sequence[D.Selector] | None = None,

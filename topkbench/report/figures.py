@@ -149,6 +149,9 @@ def winner_map(ds: D.Dataset, selectors: list[D.Selector]) -> Any:
     for i, impl in enumerate(ds.impls):
         scale += [(i / n, colours[impl]), ((i + 1) / n, colours[impl])]
     fig, nrow, ncol = _heat_subplots(ds, "k = {k}")
+    # Implementation names fit in a cell only while a row of panels holds few cells; beyond
+    # that the colour (and the legend) name the winner and the cell keeps only the margin.
+    named = max(len(_map_axes(ds, k)[0]) for k in ds.ks) * ncol <= 16
     for ki, k in enumerate(ds.ks):
         r, c = _cell(ki, ncol)
         xs, ys = _map_axes(ds, k)
@@ -168,7 +171,8 @@ def winner_map(ds: D.Dataset, selectors: list[D.Selector]) -> Any:
                 z[yi, xi] = ds.impls.index(p["winner"])
                 margin = "only impl measured" if not p["runner_up"] else \
                     f"{p['runner_up']} {_exact(p['runner_up_us'])} us, margin {_exact(p['margin'])}"
-                text[yi, xi] = p["winner"] + ("" if not p["runner_up"] else f"<br>+{sig(100 * p['margin'])}%")
+                margin_text = "" if not p["runner_up"] else f"+{sig(100 * p['margin'])}%"
+                text[yi, xi] = f"{p['winner']}<br>{margin_text}" if named else margin_text
                 hover[yi, xi] = (f"rows {rows}, seq_len {seq}, k {k}<br><b>{p['winner']}</b> {_exact(p['best_us'])} us"
                                  f"<br>runner-up: {margin}{picks}")
         fig.add_trace(go.Heatmap(z=z, x=list(range(len(xs))), y=list(range(len(ys))), text=text, customdata=hover,
@@ -218,7 +222,7 @@ def speedup(ds: D.Dataset) -> Any | None:
                                  texttemplate="%{text}", textfont=dict(size=10), colorscale="RdBu", zmid=0,
                                  zmin=-top, zmax=top, xgap=1, ygap=1, showscale=ki == 0,
                                  colorbar=dict(title="speedup", tickvals=[math.log2(t) for t in ticks],
-                                               ticktext=[f"{sig(t)}x" for t in ticks]),
+                                               ticktext=[f"{t:g}x" for t in ticks]),
                                  hovertemplate="%{customdata}<extra></extra>"), row=r, col=c)
         _index_axes(fig, xs, ys, r, c)
     _layout(fig, f"Speedup of the fastest other implementation over {ds.baseline} (blue: faster than the baseline)",
@@ -277,7 +281,7 @@ def regret(tables: list[tuple[D.Selector, pd.DataFrame]]) -> Any | None:
     # Annotations on a log axis take log10 coordinates (add_hline's own label would land at 10^1.05).
     fig.add_annotation(x=1, xref="paper", xanchor="right", y=math.log10(D.NEAR_ORACLE), yref="y", yanchor="bottom",
                        text="5% over the fastest", showarrow=False, font=dict(color="#777", size=11))
-    fig.update_yaxes(type="log", title_text="regret (chosen / fastest)", dtick="D2")
+    fig.update_yaxes(type="log", title_text="regret (chosen / fastest)")
     _layout(fig, "Regret per point: chosen implementation's median / the fastest median", 480)
     fig.update_layout(showlegend=False)
     return fig

@@ -66,7 +66,7 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0 
        padding: 0 24px 48px; color: #222; }
 h1 { margin-top: 24px; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 48px; }
 h3 { margin-top: 28px; } p.note { color: #555; max-width: 1100px; }
-nav ul { columns: 2; } nav li { margin: 2px 0; }
+nav li { margin: 3px 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0 16px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -100,17 +100,18 @@ def _cell(column: Column, value: Any) -> str:
     return f"<td>{shown}</td>"
 
 
-def table(frame: pd.DataFrame, columns: Sequence[Column], row_class: Callable[[dict], str] | None = None) -> str:
+def table(frame: pd.DataFrame, columns: Sequence[Column], row_class: Callable[[dict], str] | None = None,
+          limit: int = MAX_TABLE_ROWS) -> str:
     """An HTML table of ``frame``; numeric cells show 3 significant digits, the exact value on hover."""
     if frame.empty:
         return "<p class=note>(none)</p>"
     head = "".join(f"<th>{html.escape(c.label)}</th>" for c in columns)
     body = []
-    for record in frame.head(MAX_TABLE_ROWS).to_dict("records"):
+    for record in frame.head(limit).to_dict("records"):
         cls = row_class(record) if row_class else ""
         cells = "".join(_cell(c, record.get(c.key)) for c in columns)
         body.append(f"<tr{f' class={cls}' if cls else ''}>{cells}</tr>")
-    more = len(frame) - MAX_TABLE_ROWS
+    more = len(frame) - limit
     tail = f"<p class=note>... and {more} more rows not shown.</p>" if more > 0 else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{tail}"
 
@@ -158,8 +159,16 @@ class Page:
                 div = pio.to_html(item, full_html=False, include_plotlyjs=False,
                                   config={"displaylogo": False, "responsive": True})
                 body.append(f"<div class=figure>{div}</div>")
-        toc = "".join(f'<li style="margin-left:{(lvl - 2) * 18}px"><a href="#{html.escape(a)}">{html.escape(t)}</a></li>'
-                      for a, t, lvl in self.toc)
+        # Level-2 headings are list entries; their subsections follow inline, so a report of
+        # many datasets keeps a table of contents one can take in at a glance.
+        entries: list[str] = []
+        for anchor, text, level in self.toc:
+            link = f'<a href="#{html.escape(anchor)}">{html.escape(text)}</a>'
+            if level <= 2 or not entries:
+                entries.append(link)
+            else:
+                entries[-1] += (": " if ": <a" not in entries[-1] else " &middot; ") + link
+        toc = "".join(f"<li>{e}</li>" for e in entries)
         safe_js = plotly_js.replace("</script", "<\\/script")
         return "\n".join([
             "<!DOCTYPE html>",
