@@ -13,6 +13,7 @@ import functools
 import hashlib
 import importlib.resources
 import re
+import warnings
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Mapping
@@ -118,9 +119,23 @@ def pointer(tensor: torch.Tensor | None) -> np.uint64:
     return np.uint64(0 if tensor is None else tensor.data_ptr())
 
 
+@functools.lru_cache(maxsize=64)
+def _cupy_stream(stream_ptr: int, device_index: int) -> Any:
+    """A CuPy view of a torch stream (cached: torch reuses a small pool of stream handles)."""
+    cupy = require_cupy()
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)  # CuPy >= 14
+    if from_external is not None:
+        try:
+            return from_external(stream_ptr, device_index)
+        except TypeError:
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(stream_ptr, device_index)
+
+
 def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...], shared_mem: int = 0) -> None:
     """Launch on torch's current stream, so that torch's CUDA-graph capture records it."""
-    cupy = require_cupy()
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-    with stream:
+    stream = torch.cuda.current_stream()
+    with _cupy_stream(stream.cuda_stream, stream.device.index or 0):
         kernel(grid, block, args, shared_mem=shared_mem)
