@@ -54,13 +54,11 @@ constexpr int kRounds = (32 + kBits - 1) / kBits;
 constexpr int kBinsPerThread = kBins >= kThreads ? kBins / kThreads : 1;
 constexpr int kUnroll = 4;
 
-// Workspace layout per group (uint32 words). The barrier generation sits on its own 128-byte
-// line so that spinning readers do not contend with the arrival atomics.
+// Workspace layout per group (uint32 words); the exit counter is kept off the barrier's line.
 constexpr int kArrive = 0;
-constexpr int kExit = 1;
 constexpr int kAboveCtr = 4;  // [2], alternating between consecutive selections
 constexpr int kTieCtr = 6;    // [2]
-constexpr int kGen = 32;
+constexpr int kExit = 32;
 constexpr int kCtrlWords = 64;
 constexpr int kGroupWords = kCtrlWords + 3 * kBins;
 
@@ -84,38 +82,27 @@ __device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {
     return v;
 }
 
-__device__ __forceinline__ void st_release(uint32_t* p, uint32_t v) {
-    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ void st_relaxed(uint32_t* p, uint32_t v) {
-    asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
 __device__ __forceinline__ uint32_t atom_add_acq_rel(uint32_t* p, uint32_t v) {
     uint32_t old;
     asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
     return old;
 }
 
-// Reusable barrier of the `nctas` CTAs of one group. Only thread 0 spins (the rest wait at
-// __syncthreads). The generation is read before arriving: it can only advance once this CTA
-// has arrived, so the value read is this barrier's. The last arriver resets the counter before
-// releasing the generation, so the counter is 0 again for the next barrier and at kernel exit.
-__device__ __forceinline__ void group_barrier(uint32_t* ctrl, uint32_t nctas) {
+// Barrier of the `nctas` CTAs of one group. The arrival counter only grows during a launch, so
+// barrier number `epoch` (0, 1, ...) completes when it reaches (epoch + 1) * nctas: waiters poll
+// the counter itself, one L2 round trip fewer than a separate generation word, and the last CTA
+// to exit resets it. Only thread 0 spins; the others wait at __syncthreads. The release half of
+// the arrival publishes the CTA's histogram atomics (ordered before it by __syncthreads), and
+// the acquire load makes every other CTA's visible after the barrier.
+__device__ __forceinline__ void group_barrier(uint32_t* ctrl, uint32_t nctas, uint32_t epoch) {
     __syncthreads();
     if (threadIdx.x == 0) {
-        const uint32_t gen = ld_acquire(ctrl + kGen);
-        __threadfence();  // publish this CTA's histogram atomics before arriving
-        const uint32_t prev = atom_add_acq_rel(ctrl + kArrive, 1u);
-        if (prev + 1u == nctas) {
-            st_relaxed(ctrl + kArrive, 0u);
-            st_release(ctrl + kGen, gen + 1u);
-        } else {
-            uint32_t spins = 0;
-            while (ld_acquire(ctrl + kGen) == gen) {
-                if (++spins > RADIX_SPIN_LIMIT) __trap();
-            }
+        const uint32_t target = (epoch + 1u) * nctas;
+        uint32_t seen = atom_add_acq_rel(ctrl + kArrive, 1u) + 1u;
+        uint32_t spins = 0;
+        while (seen < target) {
+            if (++spins > RADIX_SPIN_LIMIT) __trap();
+            seen = ld_acquire(ctrl + kArrive);
         }
     }
     __syncthreads();
@@ -202,6 +189,7 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
     // global histograms and which of the two counter pairs is live (identical in every CTA).
     uint32_t round_counter = 0;
     uint32_t selection = 0;
+    uint32_t epoch = 0;  // barriers passed by this group in this launch
 
     for (int row = group; row < rows; row += groups) {
         const int n = topk::row_length(lengths, row, width);
@@ -289,7 +277,7 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
                 if (c != 0u) atomicAdd(buf + b, c);
             }
             for (int b = cta * kThreads + threadIdx.x; b < kBins; b += ctas_per_row * kThreads) next[b] = 0u;
-            group_barrier(ctrl, static_cast<uint32_t>(ctas_per_row));
+            group_barrier(ctrl, static_cast<uint32_t>(ctas_per_row), epoch++);
             if (r == 0 && cta == 0 && threadIdx.x == 0) {
                 // Every CTA finished the previous selection's collect before this barrier.
                 ctrl[kAboveCtr + ((sel + 1u) & 1u)] = 0u;
@@ -390,19 +378,17 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
 #if RADIX_STOP_AFTER == 1
     return;
 #endif
-    // ---- exit: the last CTA of the group to finish leaves its workspace zero. Every other CTA
-    // has made its last workspace access before arriving here.
+    // ---- exit: the last CTA of the group to finish leaves its workspace zero (histograms,
+    // counters, the barrier's arrival count). Every other CTA has made its last workspace access,
+    // its last barrier wait included, before arriving here.
     __syncthreads();
     if (threadIdx.x == 0) {
-        __threadfence();
-        const uint32_t prev = atomicAdd(ctrl + kExit, 1u);
+        const uint32_t prev = atom_add_acq_rel(ctrl + kExit, 1u);
         s_last = prev + 1u == static_cast<uint32_t>(ctas_per_row);
     }
     __syncthreads();
     if (s_last) {
-        __threadfence();
         for (int i = threadIdx.x; i < 3 * kBins; i += kThreads) g_hist[i] = 0u;
-        if (threadIdx.x < 4) ctrl[kAboveCtr + threadIdx.x] = 0u;
-        if (threadIdx.x == 0) ctrl[kExit] = 0u;
+        if (threadIdx.x < kCtrlWords) ctrl[threadIdx.x] = 0u;
     }
 }

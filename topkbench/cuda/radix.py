@@ -29,12 +29,13 @@ KERNEL = "radix_topk"
 #: The defines of the registered implementation (each has an #ifndef default in radix.cu).
 DEFINES: dict[str, int] = {"RADIX_THREADS": 512, "RADIX_MIN_BLOCKS": 1, "RADIX_DIGIT_BITS": 11, "RADIX_WARP_AGG": 1}
 
-#: Every (source, defines) the Python side compiles: the registered kernel, the 8-bit-digit and
-#: no-warp-aggregation alternatives, and the timing knock-outs (RADIX_STOP_AFTER) that measure
+#: Every (source, defines) the Python side compiles: the registered kernel, the 8- and 12-bit-digit
+#: and no-warp-aggregation alternatives, and the timing knock-outs (RADIX_STOP_AFTER) that measure
 #: where the time goes. The nvcc compile check builds each of these.
 VARIANTS: list[tuple[str, dict[str, int]]] = [
     (SOURCE, DEFINES),
     (SOURCE, {**DEFINES, "RADIX_DIGIT_BITS": 8}),
+    (SOURCE, {**DEFINES, "RADIX_DIGIT_BITS": 12}),
     (SOURCE, {**DEFINES, "RADIX_WARP_AGG": 0}),
     (SOURCE, {**DEFINES, "RADIX_STOP_AFTER": 1}),
     (SOURCE, {**DEFINES, "RADIX_STOP_AFTER": 2}),
@@ -47,6 +48,8 @@ MIN_KEYS_PER_CTA = 2048
 _CTRL_WORDS = 64  # kCtrlWords in radix.cu
 
 # device index -> zeroed workspace (int32 words); grown, never shrunk, when a variant needs more.
+# Variants with other digit widths lay their groups out differently in it; that is safe because
+# every launch leaves all of its words zero.
 _WORKSPACES: dict[int, torch.Tensor] = {}
 
 
