@@ -184,7 +184,8 @@ def measure_interleaved(
     while active:
         for name in list(active):
             s = stats[name]
-            for _ in range(SAMPLES_PER_ROUND):
+            # never more than max_samples, even when it is not a multiple of the round size
+            for _ in range(min(SAMPLES_PER_ROUND, settings.max_samples - s.n)):
                 s.samples_us.append(clocks[name].sample())
             quiet = s.n >= settings.min_samples and s.rel_spread <= settings.noise_target
             full = s.n >= settings.max_samples

@@ -111,8 +111,10 @@ def scores(distribution: Distribution, rows: int, width: int, k: int, gen: torch
 
 
 def garbage(shape: tuple[int, int], gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Large finite values (1e30..3e38, both signs) and NaN, never -inf."""
-    magnitude = torch.exp(torch.empty(shape, device=device).uniform_(69.0, 88.0, generator=gen))
+    """Large finite values (1e30..1.6e38 in magnitude, both signs) and NaN, never -inf."""
+    # exp(69.1) = 1.02e30: the lower bound keeps every finite garbage value at or above 1e30
+    # (exp(69.0) would be 9.25e29); exp(88.0) = 1.65e38 stays below FLT_MAX.
+    magnitude = torch.exp(torch.empty(shape, device=device).uniform_(69.1, 88.0, generator=gen))
     sign = torch.where(torch.rand(shape, generator=gen, device=device) < 0.75, 1.0, -1.0)
     nan = torch.rand(shape, generator=gen, device=device) < 0.25
     return torch.where(nan, torch.full_like(magnitude, float("nan")), magnitude * sign)

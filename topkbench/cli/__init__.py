@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # click's usage errors; recent typer releases vendor click (typer._click) instead of
+        # depending on it, so find the class through typer rather than importing click.
+        click_exception = next((c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"), None)
+        if click_exception is not None and isinstance(exc, click_exception):
             exc.show()
             sys.exit(exc.exit_code)
         if debug_enabled():

@@ -3,7 +3,9 @@
 What is timed is what a user of these libraries would run: torch.topk(sorted=False) over the
 rows, preceded by a mask of the entries past each row's length when lengths are given (the
 garbage there must not be selected), and numpy.argpartition likewise. Converting the int64
-indices to int32 and the -1 padding of rows shorter than k happen in ``result()``, untimed.
+indices to int32 and the -1 padding of rows shorter than k happen in ``result()``, untimed; so
+does the rare swap of a masked pick past a row's length for a valid -inf score (the -inf mask ties
+with valid -inf scores when the k-th largest valid value is -inf).
 """
 
 from __future__ import annotations
@@ -14,19 +16,47 @@ import torch
 from topkbench.impls.base import Device, Implementation, Runner
 
 
-def finish_indices(indices: torch.Tensor, lengths: torch.Tensor | None, width: int, k: int) -> torch.Tensor:
-    """int32 [rows, k] from raw top-min(k, width) indices: rows of length <= k become 0..n-1, -1..."""
+def finish_indices(indices: torch.Tensor, lengths: torch.Tensor | None, width: int, k: int,
+                   logits: torch.Tensor | None = None) -> torch.Tensor:
+    """int32 [rows, k] from raw top-min(k, width) indices: rows of length <= k become 0..n-1, -1...
+
+    With ``logits`` and ``lengths``, masked picks past a row's length are replaced (see
+    :func:`_replace_masked_picks`).
+    """
     rows = indices.shape[0]
     out = torch.full((rows, k), -1, dtype=torch.int32, device=indices.device)
     out[:, : indices.shape[1]] = indices.to(torch.int32)
     n = (lengths.to(torch.int64) if lengths is not None
          else torch.full((rows,), width, dtype=torch.int64, device=indices.device))
+    if lengths is not None and logits is not None:
+        _replace_masked_picks(out, logits, n, k)
     short = n <= k
     if bool(short.any()):
         slots = torch.arange(k, device=indices.device).unsqueeze(0)
         padded = torch.where(slots < n.unsqueeze(1), slots, torch.full_like(slots, -1)).to(torch.int32)
         out[short] = padded[short]
     return out
+
+
+def _replace_masked_picks(out: torch.Tensor, logits: torch.Tensor, n: torch.Tensor, k: int) -> None:
+    """Swap picks past a row's length for unpicked valid -inf scores, in place.
+
+    The masks below give the entries past a row's length -inf, which ties them with valid -inf
+    scores: when the k-th largest valid value is -inf, the library may pick a masked entry. Every
+    valid value above -inf is then already picked, so each masked pick has an unpicked valid -inf
+    to take its place. Rare (only rows whose top k reach -inf), and outside the timed ``run()``.
+    """
+    bad = (out.to(torch.int64) >= n.unsqueeze(1)) & (n > k).unsqueeze(1)
+    if not bool(bad.any()):
+        return
+    for r in torch.nonzero(bad.any(dim=1)).flatten().tolist():
+        length = int(n[r])
+        picked = torch.zeros(length, dtype=torch.bool, device=out.device)
+        keep = out[r][~bad[r]].to(torch.int64)
+        picked[keep] = True
+        spare = torch.nonzero((logits[r, :length] == float("-inf")) & ~picked).flatten()
+        slots = torch.nonzero(bad[r]).flatten()
+        out[r, slots] = spare[: slots.numel()].to(torch.int32)
 
 
 def mask_past_length(logits: torch.Tensor, lengths: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
@@ -48,7 +78,7 @@ class _TorchTopkRunner(Runner):
 
     def result(self) -> torch.Tensor:
         assert self._indices is not None, "run() first"
-        return finish_indices(self._indices, self._lengths, self._logits.shape[1], self._k)
+        return finish_indices(self._indices, self._lengths, self._logits.shape[1], self._k, self._logits)
 
 
 class TorchCuda(Implementation):
@@ -92,7 +122,8 @@ class _ArgpartitionRunner(Runner):
 
     def result(self) -> torch.Tensor:
         assert self._indices is not None, "run() first"
-        return finish_indices(torch.from_numpy(self._indices), self._lengths, self._x.shape[1], self._k)
+        return finish_indices(torch.from_numpy(self._indices), self._lengths, self._x.shape[1], self._k,
+                              self._torch_logits)
 
 
 class NumpyArgpartition(Implementation):
