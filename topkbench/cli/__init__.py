@@ -17,7 +17,7 @@ from topkbench import __version__
 from topkbench.errors import TopkbenchError
 
 #: Modules under topkbench.cli that each define ``register(app)``.
-COMMAND_MODULES = ("sweep_cmd", "list_cmd", "verify_cmd", "report_cmd", "fit_cmd")
+COMMAND_MODULES = ("sweep_cmd", "list_cmd", "verify_cmd", "compare_cmd", "fit_cmd", "report_cmd")
 
 app = typer.Typer(
     name="topkbench",
