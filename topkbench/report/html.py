@@ -161,14 +161,16 @@ class Page:
                 body.append(f"<div class=figure>{div}</div>")
         # Level-2 headings are list entries; their subsections follow inline, so a report of
         # many datasets keeps a table of contents one can take in at a glance.
-        entries: list[str] = []
+        entries: list[tuple[str, list[str]]] = []
         for anchor, text, level in self.toc:
             link = f'<a href="#{html.escape(anchor)}">{html.escape(text)}</a>'
             if level <= 2 or not entries:
-                entries.append(link)
+                entries.append((link, []))
             else:
-                entries[-1] += (": " if ": <a" not in entries[-1] else " &middot; ") + link
-        toc = "".join(f"<li>{e}</li>" for e in entries)
+                entries[-1][1].append(link)
+        toc = "".join(f"<li>{head}{': ' + ' &middot; '.join(subs) if subs else ''}</li>" for head, subs in entries)
+        # '</script' inside the library text would end the element early; plotly's bundle does
+        # not contain it today, and escaping keeps the page valid whatever version is installed.
         safe_js = plotly_js.replace("</script", "<\\/script")
         return "\n".join([
             "<!DOCTYPE html>",
@@ -177,8 +179,6 @@ class Page:
             f"<title>{html.escape(self.title)}</title>",
             f"<script>{_ERROR_HOOK}</script>",
             f"<style>{_CSS}</style>",
-            # '</script' inside the library text would end the element early; plotly's bundle
-            # does not contain it, but escaping keeps the page valid whatever version is installed.
             f'<script type="text/javascript">{safe_js}</script>',
             "</head><body>",
             '<div id="report-errors" hidden></div>',
