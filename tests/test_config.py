@@ -197,3 +197,27 @@ def test_hash_ignores_spelling_but_not_content():
 
 def test_hash_known_value_for_quick_is_stable_across_loads():
     assert load_config("quick").hash() == load_config("quick").hash()
+
+
+def test_only_restricts_points_to_values_the_config_has():
+    from topkbench.config import load_config
+
+    cfg = load_config("dsv32-decode")
+    only = cfg.parse_only(["k=2048", "length_mode=fixed", "rows=1,256"])
+    points = list(cfg.points(only))
+    assert len(points) == 2 * len(cfg.axes.seq_len) * len(cfg.axes.distribution)
+    assert {p.k for p in points} == {2048} and {p.rows for p in points} == {1, 256}
+    assert len(list(cfg.points())) == cfg.num_points
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("k=3", "not a value of axes.k"),
+    ("bogus=1", "expected AXIS=V1,V2"),
+    ("rows", "expected AXIS=V1,V2"),
+    ("distribution=gauss", "not a value of axes.distribution"),
+])
+def test_only_rejects_values_outside_the_config(spec, fragment):
+    from topkbench.config import load_config
+
+    with pytest.raises(ConfigError, match=fragment):
+        load_config("dsv32-decode").parse_only([spec])

@@ -196,3 +196,14 @@ def test_progress_callback(tmp_path, fixed_bandwidth):
     run_sweep(tiny(), tmp_path, on_progress=lambda n, label: seen.append((n, label)))
     assert len(seen) == 4 and sum(n for n, _ in seen) == 8
     assert all("rows=" in label for _, label in seen)
+
+
+def test_slices_of_a_config_share_one_run(tmp_path, fixed_bandwidth):
+    cfg = tiny()
+    first = run_sweep(cfg, tmp_path, only=cfg.parse_only(["rows=1"]))
+    assert {r["rows"] for r in first.measured_rows} == {1} and len(first.measured_rows) == 4
+    second = run_sweep(cfg, tmp_path, only=cfg.parse_only(["rows=1,3"]))
+    assert {r["rows"] for r in second.measured_rows} == {3} and len(second.measured_rows) == 4
+    assert second.store.run_id == first.store.run_id
+    final = read_results([second.path])
+    assert len(final) == 8 and len(set(keys_of(final))) == 8

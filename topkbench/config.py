@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -79,10 +79,36 @@ class SweepConfig:
     description: str = ""
     source: str = ""
 
-    def points(self) -> Iterator[Point]:
+    def points(self, only: Mapping[str, Sequence[Any]] | None = None) -> Iterator[Point]:
+        """Every point of the axes' product, or those whose axis values are in ``only``."""
         a = self.axes
         for rows, seq_len, k, mode, dist in itertools.product(a.rows, a.seq_len, a.k, a.length_mode, a.distribution):
-            yield Point(rows, seq_len, k, mode, dist)
+            point = Point(rows, seq_len, k, mode, dist)
+            if only is None or all(getattr(point, axis) in values for axis, values in only.items()):
+                yield point
+
+    def parse_only(self, specs: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """``["k=2048", "rows=1,8"]`` -> a restriction of the axes to values the config has.
+
+        Sweeping a slice keeps the config (and so the run) the same: a later slice resumes it.
+        """
+        only: dict[str, tuple[Any, ...]] = {}
+        for spec in specs:
+            axis, sep, raw = spec.partition("=")
+            axis = axis.strip()
+            if not sep or axis not in _AXIS_KEYS or not raw.strip():
+                raise ConfigError(f"--only {spec!r}: expected AXIS=V1,V2 with AXIS one of {', '.join(sorted(_AXIS_KEYS))}")
+            have = getattr(self.axes, axis)
+            wanted = []
+            for text in raw.split(","):
+                text = text.strip()
+                match = next((v for v in have if str(getattr(v, "value", v)) == text), None)
+                if match is None:
+                    shown = ", ".join(str(getattr(v, "value", v)) for v in have)
+                    raise ConfigError(f"--only {axis}={text}: not a value of axes.{axis} in {self.name} ({shown})")
+                wanted.append(match)
+            only[axis] = tuple(dict.fromkeys(only.get(axis, ()) + tuple(wanted)))
+        return only
 
     @property
     def num_points(self) -> int:

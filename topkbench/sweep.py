@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -83,10 +83,11 @@ def measurement_key(point: Point, impl: Implementation, l2: L2Mode, config: Swee
             impl.name, timing_mode_of(impl, config), l2.value)
 
 
-def plan_sweep(config: SweepConfig, impls: list[Implementation], done: set[tuple]) -> Plan:
+def plan_sweep(config: SweepConfig, impls: list[Implementation], done: set[tuple],
+               only: Mapping[str, Sequence[Any]] | None = None) -> Plan:
     """Sort every measurement into to-measure, unsupported (with its reason) or already done."""
     tasks, already = [], 0
-    for point in config.points():
+    for point in config.points(only):
         for l2 in config.timing.l2:
             entry = PointTasks(point, l2)
             for impl in impls:
@@ -232,12 +233,14 @@ def run_sweep(
     resume: bool = True,
     on_plan: Callable[[Plan, RunStore], None] | None = None,
     on_progress: ProgressFn | None = None,
+    *,
+    only: Mapping[str, Sequence[Any]] | None = None,
 ) -> SweepOutcome:
     impls = resolve_implementations(config, requested)
     cuda = any(impl.device is Device.CUDA for impl in impls)
     device = device_info(cuda)
     store = RunStore.open(out_dir, device.gpu_slug, config.name, config.hash(), resume)
-    plan = plan_sweep(config, impls, store.done_keys() if store.exists else set())
+    plan = plan_sweep(config, impls, store.done_keys() if store.exists else set(), only)
     if on_plan:
         on_plan(plan, store)
     if not plan.tasks:

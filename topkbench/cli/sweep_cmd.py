@@ -22,10 +22,14 @@ def sweep(
                                                       "default: the config's list.")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue the newest run of this config "
                                          "in OUT, or start a new run.")] = True,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Sweep a slice: AXIS=V1,V2 (repeatable), e.g. "
+                                                      "k=2048. Slices of one config share its run, so a later "
+                                                      "slice resumes it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary table.")] = False,
 ) -> None:
     """Check every point for exactness, time it, and write tidy Parquet as the sweep goes."""
     cfg = load_config(config)
+    restriction = cfg.parse_only(only) if only else None
     term = console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=term,
@@ -34,7 +38,8 @@ def sweep(
 
     def on_plan(plan: Plan, store: RunStore) -> None:
         nonlocal task_id
-        term.print(f"[bold]{cfg.name}[/bold]: {cfg.num_points} points, run {store.run_id} -> {store.directory}")
+        scope = f"{sum(1 for _ in cfg.points(restriction))} of {cfg.num_points}" if restriction else f"{cfg.num_points}"
+        term.print(f"[bold]{cfg.name}[/bold]: {scope} points, run {store.run_id} -> {store.directory}")
         term.print(f"  {plan.to_measure} measurements to take, {plan.unsupported} unsupported, "
                    f"{plan.already_done} already in this run")
         task_id = progress.add_task("sweep", total=plan.to_measure)
@@ -44,7 +49,7 @@ def sweep(
         progress.update(task_id, advance=done, description=label)
 
     try:
-        outcome = run_sweep(cfg, out, impl, resume, on_plan, on_progress)
+        outcome = run_sweep(cfg, out, impl, resume, on_plan, on_progress, only=restriction)
     finally:
         progress.stop()
     if outcome.path is not None:
