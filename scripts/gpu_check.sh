@@ -3,7 +3,8 @@
 # Everything lands under $OUT (default ./out): log.txt, and the sweeps' Parquet under $OUT/results/.
 #
 #   scripts/gpu_check.sh [STAGE ...]
-#   stages: tests  verify[:IMPL,IMPL]  sanitize  sweep:CONFIG[:IMPL,IMPL]
+#   stages: tests  verify[:IMPL,IMPL]  sanitize  sweep:CONFIG[:IMPL,IMPL][:AXIS=V,V[;AXIS=V]]
+#           ncu:IMPL:ROWS:SEQ_LEN:K  (Nsight Compute speed-of-light and memory sections)
 #   (default: tests verify:<every CUDA implementation> sanitize sweep:gpu-bench)
 # Where the tree was copied without .git, set TOPKBENCH_GIT_SHA (and TOPKBENCH_GIT_DIRTY=1) so
 # the results' provenance names the commit.
@@ -55,11 +56,18 @@ for stage in "${stages[@]}"; do
                     python3 tests/sanitize_kernels.py || status=1
             done ;;
         sweep:*)
-            spec=${stage#sweep:}; config=${spec%%:*}; flags=()
-            [ "$spec" != "$config" ] && mapfile -t flags < <(impl_flags "${spec#*:}")
+            IFS=: read -r config impls only <<<"${stage#sweep:}"; flags=()
+            [ -n "${impls:-}" ] && mapfile -t flags < <(impl_flags "$impls")
+            if [ -n "${only:-}" ]; then IFS=';' read -ra slices <<<"$only"; for s in "${slices[@]}"; do flags+=(--only "$s"); done; fi
             run_stage "sweep $config" python3 -m topkbench sweep "$config" --out "$OUT/results" "${flags[@]}" || status=1
             # this sweep's summary table is the last one in the log: show it in the reply too
             awk '/median us per selection/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | tail -n 80 ;;
+        ncu:*)
+            IFS=: read -r _ impl rows seq k <<<"$stage"
+            run_stage "ncu $impl" ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+                --section Occupancy -k "regex:${impl}_topk" --launch-skip 2 --launch-count 1 \
+                python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" || status=1
+            awk '/==PROF==/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | grep -E "Throughput|Duration|Occupancy|Registers|Bandwidth|Busy|Block Size|Grid Size" | head -n 30 ;;
         *) say "unknown stage $stage"; status=2 ;;
     esac
 done
