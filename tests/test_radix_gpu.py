@@ -193,7 +193,7 @@ def test_cuda_graph_replays_with_lengths_changed_in_place(radix):
 @pytest.mark.gpu
 def test_digit_and_aggregation_variants_are_exact():
     # Interleaved with the default kernel: they share the workspace with another group layout.
-    for defines in ({"RADIX_DIGIT_BITS": 8}, {}, {"RADIX_DIGIT_BITS": 12}, {"RADIX_WARP_AGG": 0}, {}):
+    for defines in ({"RADIX_DIGIT_BITS": 8}, {}, {"RADIX_DIGIT_BITS": 12}, {"RADIX_WARP_AGG": 1}, {}):
         impl = RadixTopk(defines=defines)
         for dist in (Distribution.LSB10, Distribution.TIE_HEAVY, Distribution.SPECIALS):
             w = make_workload(WorkloadSpec(3, 65537, 2048, dist, RAGGED, seed=17), "cuda")
