@@ -1,8 +1,10 @@
-"""Run every CUDA implementation once on a few small shapes, for compute-sanitizer.
+"""Run every CUDA kernel once on a few small shapes, for compute-sanitizer.
 
 Not a pytest module (no test_ prefix): scripts/gpu_check.sh runs it as
 ``compute-sanitizer --tool memcheck python3 tests/sanitize_kernels.py`` (and racecheck), so that
-out-of-bounds accesses and shared-memory races in the kernels show up as sanitizer errors.
+out-of-bounds accesses and shared-memory races show up as sanitizer errors. The shapes cover odd
+widths, strides past the width, short rows, plateaus that overflow candidate buffers, and for
+``radix`` several CTAs per row, more rows than the grid, and keys streamed past shared memory.
 Exits non-zero when a result is not exact.
 """
 
@@ -12,34 +14,41 @@ import sys
 
 import torch
 
+from topkbench.cuda.radix import RadixTopk
 from topkbench.exactness import check_topk
-from topkbench.impls import Device, registry
+from topkbench.impls import Device, Implementation, registry
 from topkbench.workload import Distribution, LengthMode, WorkloadSpec, make_workload
 
-SHAPES = [  # rows, width, k, distribution, length mode
-    (1, 4097, 7, Distribution.NORMAL, LengthMode.FIXED),
-    (3, 2047, 256, Distribution.RELU_PLATEAU, LengthMode.RAGGED),
-    (2, 20011, 2048, Distribution.CONSTANT, LengthMode.RAGGED),
-    (2, 9001, 300, Distribution.LSB10, LengthMode.FIXED),
-    (5, 1000, 2048, Distribution.TIE_HEAVY, LengthMode.RAGGED),
+D, M = Distribution, LengthMode
+SHAPES = [  # rows, width, k, distribution, length mode, row stride
+    (1, 4097, 7, D.NORMAL, M.FIXED, None),
+    (3, 2047, 256, D.RELU_PLATEAU, M.RAGGED, 2050),
+    (2, 20011, 2048, D.CONSTANT, M.RAGGED, 20014),
+    (1, 9001, 256, D.TIE_HEAVY, M.FIXED, None),
+    (2, 9001, 300, D.LSB10, M.FIXED, None),
+    (200, 700, 16, D.SPECIALS, M.RAGGED, None),
+    (5, 1000, 2048, D.TIE_HEAVY, M.RAGGED, None),
 ]
+#: radix with a small shared-memory key budget, so that most keys stream from global memory.
+EXTRA = [(RadixTopk(smem_key_limit=1000), (3, 12000, 300, D.LSB10, M.RAGGED, None))]
+
+
+def run_case(impl: Implementation, rows: int, width: int, k: int, dist: Distribution, mode: LengthMode,
+             stride: int | None) -> bool:
+    w = make_workload(WorkloadSpec(rows, width, k, dist, mode, seed=1, row_stride=stride), "cuda")
+    out = impl(w.logits, k, w.lengths_arg)
+    torch.cuda.synchronize()
+    check = check_topk(w.logits, w.lengths, k, out)
+    print(f"{impl.name} rows={rows} width={width} k={k} {dist.value} {mode.value} stride={stride}: "
+          f"{'ok' if check else check.reason}")
+    return check.ok
 
 
 def main() -> int:
-    failures = 0
-    for name in registry.available():
-        impl = registry.get(name)
-        if impl.device is not Device.CUDA or name == "torch":
-            continue
-        for rows, width, k, dist, mode in SHAPES:
-            w = make_workload(WorkloadSpec(rows, width, k, dist, mode, seed=1), "cuda")
-            if impl.unsupported_reason(rows, width, k) is not None:
-                continue
-            out = impl(w.logits, k, w.lengths_arg)
-            torch.cuda.synchronize()
-            check = check_topk(w.logits, w.lengths, k, out)
-            print(f"{name} rows={rows} width={width} k={k} {dist.value} {mode.value}: {'ok' if check else check.reason}")
-            failures += not check.ok
+    kernels = [registry.get(n) for n in registry.available()
+               if registry.get(n).device is Device.CUDA and n != "torch"]
+    cases = [(impl, shape) for impl in kernels for shape in SHAPES] + EXTRA
+    failures = sum(not run_case(impl, *shape) for impl, shape in cases)
     return 1 if failures else 0
 
 

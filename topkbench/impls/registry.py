@@ -16,9 +16,9 @@ _ENTRIES: dict[str, str] = {
     "torch": "topkbench.impls.library:TorchCuda",
     "per_row": "topkbench.cuda.one_cta:PerRow",
     "large_context": "topkbench.cuda.one_cta:LargeContext",
+    "radix": "topkbench.cuda.radix:RadixTopk",
     "torch-cpu": "topkbench.impls.library:TorchCpu",
     "numpy": "topkbench.impls.library:NumpyArgpartition",
-    "radix": "topkbench.cuda.radix:RadixTopk",
 }
 
 
