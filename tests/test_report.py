@@ -281,3 +281,10 @@ def test_shown_numbers_are_rounded_and_hover_is_exact():
     assert repr(12.3456789 / 4.56789012) in heat.customdata[0][0] and "12.3456789" in heat.customdata[0][0]
     line = next(t for t in F.latency(ds, 8).data if t.name == "torch")
     assert line.customdata[0][0] == "12.3456789"
+
+
+def test_hot_l2_graph_datasets_come_first():
+    records = [dict(rows=1, seq_len=4096, k=64, impl=impl, median_us=t, l2=l2, length_mode=mode)
+               for l2 in ("cold", "hot") for mode in ("ragged", "fixed") for impl, t in (("a", 1.0), ("b", 2.0))]
+    order = [(d.key["l2"], d.key["length_mode"]) for d in D.split_datasets(make_frame(records))]
+    assert order == [("hot", "fixed"), ("hot", "ragged"), ("cold", "fixed"), ("cold", "ragged")]
