@@ -30,3 +30,20 @@ def test_report_builds_from_committed_results(tmp_path):
     main(["report", str(H100), "--out", str(out), "--heuristic", str(MODULE)])
     html = out.read_text()
     assert "graph/hot L2 - fixed lengths - normal" in html and "large_context" in html
+
+
+def test_shipped_module_is_the_committed_fit():
+    from topkbench.dispatch import bundled_heuristics_dir
+
+    assert (bundled_heuristics_dir() / "nvidia-h100-80gb-hbm3.py").read_bytes() == MODULE.read_bytes()
+
+
+def test_auto_on_an_h100_uses_the_shipped_module(monkeypatch, tmp_path):
+    from topkbench import dispatch
+
+    monkeypatch.setattr(dispatch, "user_heuristics_dir", lambda: tmp_path)
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    kernels = ["torch", "per_row", "large_context", "radix"]
+    assert dispatch.choose(1, 131072, 2048, kernels, "nvidia-h100-80gb-hbm3") == "radix"
+    assert dispatch.choose(256, 131072, 2048, kernels, "nvidia-h100-80gb-hbm3") == "large_context"
+    assert dispatch.choose(256, 4096, 2048, kernels, "nvidia-h100-80gb-hbm3") == "per_row"

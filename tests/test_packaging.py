@@ -55,6 +55,7 @@ def test_wheel_contains_kernel_sources_and_configs(tmp_path):
     assert len(wheels) == 1
     names = set(zipfile.ZipFile(wheels[0]).namelist())
     expected = {"topkbench/_kernel_sources/topk_common.cuh", "topkbench/_configs/quick.yaml",
+                "topkbench/heuristics/nvidia-h100-80gb-hbm3.py",
                 "topkbench/__init__.py", "topkbench/cli/__init__.py", "topkbench/impls/library.py"}
     expected |= {f"topkbench/_kernel_sources/{p.name}" for p in (REPO / "kernels").glob("*.cu")}
     expected |= {f"topkbench/_kernel_sources/{p.name}" for p in (REPO / "kernels").glob("*.cuh")}

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from topkbench import dispatch
 from topkbench.errors import UsageError
 from topkbench.impls import Device, registry
+from topkbench.provenance import device_slug
 
 
 def implementations() -> list[str]:
@@ -58,17 +60,15 @@ def _stream_for(library: str) -> contextlib.AbstractContextManager:
     return torch.cuda.stream(torch.cuda.ExternalStream(cupy.cuda.get_current_stream().ptr))
 
 
-def resolve_auto(rows: int, width: int, k: int, device: Device) -> str:
+def resolve_auto(rows: int, width: int, k: int, device: torch.device) -> str:
     """The implementation ``impl="auto"`` picks: the fitted module for this GPU when installed,
     else the documented default (see topkbench.dispatch)."""
-    from topkbench import dispatch
-    from topkbench.provenance import device_info
-
-    candidates = [n for n in registry.available() if registry.get(n).device is device]
+    kind = Device.CUDA if device.type == "cuda" else Device.CPU
+    candidates = [n for n in registry.available() if registry.get(n).device is kind]
     if not candidates:
-        raise UsageError(f"no implementation usable here runs on {device.value}")
-    gpu_slug = device_info(device is Device.CUDA).gpu_slug
-    return dispatch.choose(rows, width, k, candidates, gpu_slug)
+        raise UsageError(f"no implementation usable here runs on {kind.value}")
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if kind is Device.CUDA else None
+    return dispatch.choose(rows, width, k, candidates, device_slug(index))
 
 
 def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any:
@@ -82,10 +82,9 @@ def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any
     library = _library(logits)
     x = _to_torch(logits, library)
     n = None if lengths is None else _to_torch(lengths, _library(lengths))
-    device = Device.CUDA if x.device.type == "cuda" else Device.CPU
     if x.dim() != 2:
         raise UsageError(f"logits must be 2-D [rows, width], got shape {tuple(x.shape)}")
-    name = resolve_auto(x.shape[0], x.shape[1], k, device) if impl == "auto" else impl
+    name = resolve_auto(x.shape[0], x.shape[1], k, x.device) if impl == "auto" else impl
     implementation = registry.require(name)
     with _stream_for(library):
         out = implementation(x, k, n)

@@ -3,7 +3,9 @@
 Where fitted modules are looked for, in order, as ``<gpu_slug>.py``:
 
 1. the folder named by ``$TOPKBENCH_HEURISTICS``;
-2. ``~/.config/topkbench/heuristics/`` (where ``topkbench fit-heuristic --install`` copies them).
+2. ``~/.config/topkbench/heuristics/`` (where ``topkbench fit-heuristic --install`` copies them);
+3. the modules shipped with topkbench (``topkbench/heuristics/``), fitted from the measurements
+   committed under ``results/`` (an NVIDIA H100 80GB HBM3 so far).
 
 The default, used when no module is installed, when it cannot be loaded (a warning says why) or
 when it picks an implementation that is not available here: the hand rule "proposal"
@@ -43,7 +45,13 @@ def search_dirs() -> list[Path]:
     if os.environ.get(ENV_VAR):
         dirs.append(Path(os.environ[ENV_VAR]).expanduser())
     dirs.append(user_heuristics_dir())
+    dirs.append(bundled_heuristics_dir())
     return dirs
+
+
+def bundled_heuristics_dir() -> Path:
+    """The fitted modules shipped inside the package."""
+    return Path(__file__).resolve().parent / "heuristics"
 
 
 def load_heuristic_module(path: str | Path) -> ModuleType:

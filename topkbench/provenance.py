@@ -67,6 +67,15 @@ def _driver_version() -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=None)
+def device_slug(cuda_index: int | None) -> str:
+    """The results folder name of a CUDA device (None: this machine's CPU), computed once:
+    ``impl="auto"`` looks it up on every call."""
+    if cuda_index is None:
+        return slug("cpu-" + _cpu_name())
+    return slug(torch.cuda.get_device_properties(cuda_index).name)
+
+
 def device_info(cuda: bool) -> DeviceInfo:
     """The device a run measures: the current CUDA device, or this machine's CPU."""
     if cuda:
@@ -75,7 +84,7 @@ def device_info(cuda: bool) -> DeviceInfo:
         return DeviceInfo(name, slug(name), props.multi_processor_count, int(getattr(props, "L2_cache_size", 0)),
                           _driver_version(), torch.version.cuda or "", _cupy_version(), torch.__version__)
     name = f"cpu: {_cpu_name()}"
-    return DeviceInfo(name, slug("cpu-" + _cpu_name()), os.cpu_count() or 1, 0, "", "", _cupy_version(),
+    return DeviceInfo(name, device_slug(None), os.cpu_count() or 1, 0, "", "", _cupy_version(),
                       torch.__version__)
 
 
