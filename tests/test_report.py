@@ -214,7 +214,7 @@ def test_matching_heuristic_is_drawn_and_judged(tmp_path):
     ("GPU_NAME = 'Synthetic GPU'\ndef select(r, s, k):\n    return 'air_topk' if s > 8192 else 'per_row'\n",
      "picks air_topk, not measured"),
     ("THRESHOLDS = ()\n", "no select"),
-    ("import nonexistent_module_xyz\n", "failed to load"),
+    ("import nonexistent_module_xyz\n", "cannot load the heuristic module"),
 ])
 def test_heuristic_that_does_not_match_the_data_is_an_error(tmp_path, body, message):
     with pytest.raises(ReportError, match=re.escape(message)) as info:

@@ -54,11 +54,11 @@ def bundled_heuristics_dir() -> Path:
     return Path(__file__).resolve().parent / "heuristics"
 
 
-def load_heuristic_module(path: str | Path) -> ModuleType:
+def load_heuristic_module(path: str | Path, require_thresholds: bool = True) -> ModuleType:
     """Load a generated module from ``path`` (not via sys.path; cached per file version).
 
-    Raises UsageError when the file is missing or is not a fitted module (no ``select`` or
-    ``THRESHOLDS``).
+    Raises UsageError when the file is missing or is not a fitted module (no ``select``, or no
+    ``THRESHOLDS`` when ``require_thresholds``: a report also judges hand-written rules).
     """
     path = Path(path)
     try:
@@ -78,8 +78,11 @@ def load_heuristic_module(path: str | Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:  # a broken file must not take the caller down with an odd type
         raise UsageError(f"{path}: cannot load the heuristic module ({type(exc).__name__}: {exc})") from None
-    if not callable(getattr(module, "select", None)) or not hasattr(module, "THRESHOLDS"):
-        raise UsageError(f"{path}: not a topkbench fitted module (no select() or THRESHOLDS)",
+    if not callable(getattr(module, "select", None)):
+        raise UsageError(f"{path}: not a topkbench fitted module (no select(num_rows, max_seq_len, k) function)",
+                         hint="generate one with 'topkbench fit-heuristic'")
+    if require_thresholds and not hasattr(module, "THRESHOLDS"):
+        raise UsageError(f"{path}: not a topkbench fitted module (no THRESHOLDS)",
                          hint="generate one with 'topkbench fit-heuristic'")
     _cache[key] = module
     return module

@@ -8,16 +8,15 @@ says nothing about this data, so the report refuses it with one line.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from topkbench.errors import ReportError
+from topkbench import rules
+from topkbench.dispatch import load_heuristic_module
+from topkbench.errors import ReportError, UsageError
 from topkbench.report.data import Dataset, Selector, rule_picks
 
 #: Where a generated module may state its GPU: a module constant, else a banner line.
@@ -64,20 +63,10 @@ def load_heuristic(path: str | Path) -> Heuristic:
     if not path.is_file():
         raise ReportError(f"heuristic module not found: {path}",
                           hint="give the .py file written by 'topkbench fit-heuristic'")
-    name = f"_topkbench_heuristic_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ReportError(f"{path}: not a loadable Python module")
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file: its own error, in one line
-        raise ReportError(f"{path}: the heuristic module failed to load ({type(exc).__name__}: {exc})") from None
-    finally:
-        sys.modules.pop(name, None)
-    if not callable(getattr(module, "select", None)):
-        raise ReportError(f"{path}: not a heuristic module (no select(num_rows, max_seq_len, k) function)",
-                          hint="give the .py file written by 'topkbench fit-heuristic'")
+        module = load_heuristic_module(path, require_thresholds=False)
+    except UsageError as exc:
+        raise ReportError(exc.message, hint=exc.hint) from None
     return Heuristic(path, module, _banner_gpu(module, path.read_text(errors="replace")))
 
 
@@ -116,7 +105,6 @@ class HandRule:
 
 def hand_rules() -> list[Selector]:
     """The named hand rules of DESIGN.md section 1, from topkbench.rules."""
-    rules = importlib.import_module("topkbench.rules")
     out: list[Selector] = []
     for key, rule in rules.RULES.items():
         out.append(HandRule(str(getattr(rule, "name", key)), str(getattr(rule, "description", "")), rule.select))
