@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -13,8 +14,15 @@ from rich.table import Table
 BASELINES = ("torch", "torch-cpu")
 
 
+#: Width for output that is not a terminal (logs, pipes): rich's 80 columns would cut table columns.
+LOG_WIDTH = 160
+
+
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = LOG_WIDTH
+    return out
 
 
 def fmt_us(value: float) -> str:
