@@ -6,10 +6,9 @@ contract's 0..n-1, -1... layout. ``prepare`` compiles the kernel (once per proce
 and allocates the output and, for large_context, a byte-per-element workspace, so that ``run()``
 is a single launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
 
-``LargeContext(defines={...})`` builds a timing variant from kernels/large_context_variants.cu,
-a copy of large_context.cu with compile-time alternatives (LC_HIST, LC_MIN_BLOCKS, ...; that
-file's header says what each does). With no defines it is the registered kernel, compiled from
-large_context.cu itself, so its kernel_hash (stored with the committed results) is unchanged.
+``LargeContext(defines={...})`` overrides some of the kernel's compile-time knobs (LC_BLOCK,
+LC_CAPACITY, the unrolls...) for timing experiments (scripts/bench_variants.py); with no defines
+it is the registered kernel.
 """
 
 from __future__ import annotations
@@ -105,37 +104,14 @@ class LargeContext(_OneCtaKernel):
     block = 1024
     defines = {"LC_BLOCK": 1024, "LC_CAPACITY": 4096, "LC_UNROLL": 4, "LC_BYTE_UNROLL": 2, "LC_RESCAN_UNROLL": 2,
                "LC_REFINE_BITS": 8, "LC_FALLBACK_BITS": 11}
-    #: The variants' source and the defines only it knows, at the values that make it large_context.cu's
-    #: kernel (the same generated code). Setting one of these in VARIANT_DEFAULTS and pointing
-    #: ``source`` at VARIANT_SOURCE switches the registered kernel to that variant.
-    VARIANT_SOURCE: ClassVar[str] = "large_context_variants.cu"
-    VARIANT_DEFAULTS: ClassVar[Mapping[str, int]] = {"LC_HIST": 0, "LC_MIN_BLOCKS": 1}
-    #: Variants the compile check builds (each over the defaults above); the bench script times them.
-    VARIANTS: ClassVar[tuple[Mapping[str, int], ...]] = (
-        {"LC_HIST": 1},
-        {"LC_HIST": 2},
-        {"LC_BLOCK": 512, "LC_MIN_BLOCKS": 2},
-        {"LC_BLOCK": 512, "LC_MIN_BLOCKS": 2, "LC_HIST": 1},
-        {"LC_BLOCK": 512, "LC_MIN_BLOCKS": 2, "LC_HIST": 2},
-    )
 
     def __init__(self, *, defines: Mapping[str, int] | None = None) -> None:
-        """``defines`` (timing variants) compiles VARIANT_SOURCE with them over the defaults;
-        None or empty is the registered kernel from large_context.cu."""
         if defines:
-            known = {**type(self).defines, **self.VARIANT_DEFAULTS}
-            unknown = sorted(set(defines) - set(known))
+            unknown = sorted(set(defines) - set(type(self).defines))
             if unknown:
-                raise ValueError(f"large_context: unknown defines {unknown}; known: {sorted(known)}")
-            self.source = self.VARIANT_SOURCE
-            self.defines = {**known, **defines}
+                raise ValueError(f"large_context: unknown defines {unknown}; known: {sorted(type(self).defines)}")
+            self.defines = {**type(self).defines, **defines}
             self.block = int(self.defines["LC_BLOCK"])
-
-    @classmethod
-    def compile_variants(cls) -> list[tuple[str, dict[str, int]]]:
-        base = {**cls.defines, **cls.VARIANT_DEFAULTS}
-        return [(cls.source, dict(cls.defines)), (cls.VARIANT_SOURCE, base),
-                *((cls.VARIANT_SOURCE, {**base, **v}) for v in cls.VARIANTS)]
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape
