@@ -25,10 +25,12 @@ def test_cupy_in_cupy_out_on_cupys_stream():
     w = make_workload(WorkloadSpec(3, 70001, 512, Distribution.NORMAL, LengthMode.RAGGED), "cuda")
     x = cupy.from_dlpack(w.logits.contiguous())
     lengths = cupy.from_dlpack(w.lengths)
-    with cupy.cuda.Stream(non_blocking=True):
+    torch.cuda.synchronize()  # the inputs were written on torch's stream
+    with cupy.cuda.Stream(non_blocking=True) as stream:
         for name in ("per_row", "large_context", "radix", "auto"):
             out = topkbench.topk(x, 512, lengths=lengths, impl=name)
             assert isinstance(out, cupy.ndarray) and out.dtype == cupy.int32
+            stream.synchronize()  # the result is ordered on CuPy's stream, the check runs on torch's
             assert check_topk(w.logits, w.lengths, 512, torch.from_dlpack(out)).ok, name
 
 
