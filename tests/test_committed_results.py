@@ -43,6 +43,7 @@ def test_auto_on_an_h100_uses_the_shipped_module(monkeypatch, tmp_path):
 
     monkeypatch.setattr(dispatch, "user_heuristics_dir", lambda: tmp_path)
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    dispatch.reload()
     kernels = ["torch", "per_row", "large_context", "radix"]
     assert dispatch.choose(1, 131072, 2048, kernels, "nvidia-h100-80gb-hbm3") == "radix"
     assert dispatch.choose(256, 131072, 2048, kernels, "nvidia-h100-80gb-hbm3") == "large_context"

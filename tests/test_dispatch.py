@@ -22,6 +22,7 @@ def isolated_home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    dispatch.reload()
     return home
 
 
@@ -108,3 +109,17 @@ def test_load_heuristic_module_sees_a_rewritten_file(tmp_path):
     path.write_text(path.read_text().replace("'per_row'", "'tmp'").replace("'large_context'", "'per_row'")
                     .replace("'tmp'", "'large_context'") + "\n")
     assert dispatch.load_heuristic_module(path).select(1, 1024, 64) == "large_context"
+
+
+def test_choose_looks_the_module_up_once_until_reload(tmp_path, monkeypatch):
+    monkeypatch.setenv(dispatch.ENV_VAR, str(tmp_path))
+    assert dispatch.choose(64, 131072, 2048, GPU_IMPLS, "synthetic-gpu") == "radix"  # no module: default
+    install(tmp_path)
+    # the hot path of impl="auto" does not walk the folders again ...
+    assert dispatch.choose(64, 131072, 2048, GPU_IMPLS, "synthetic-gpu") == "radix"
+    # ... until it is told to, as fit-heuristic --install does
+    dispatch.reload()
+    assert dispatch.choose(64, 131072, 2048, GPU_IMPLS, "synthetic-gpu") == "large_context"
+    # another folder is another lookup
+    monkeypatch.setenv(dispatch.ENV_VAR, str(tmp_path / "empty"))
+    assert dispatch.choose(64, 131072, 2048, GPU_IMPLS, "synthetic-gpu") == "radix"

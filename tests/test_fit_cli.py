@@ -73,6 +73,8 @@ def test_real_cpu_measurements_fit_end_to_end(tmp_path, capsys):
 
 
 def test_install_copies_the_module_where_auto_finds_it(tmp_path, capsys):
+    # looked up (and nothing found) before the install: --install makes this process look again
+    assert dispatch.choose(8, 2048, 64, ["torch-cpu", "numpy"], "cpu-amd-epyc") == "numpy"
     code, out, err = cli(capsys, FIXTURES, "--out", tmp_path / "fit.py", "--install")
     assert code == 0, err
     installed = Path.home() / ".config" / "topkbench" / "heuristics" / "cpu-amd-epyc.py"

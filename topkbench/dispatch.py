@@ -12,6 +12,12 @@ when it picks an implementation that is not available here: the hand rule "propo
 (topkbench.rules) when its pick is available; otherwise the first available of
 ``FALLBACK_ORDER`` (torch.topk on CUDA, numpy.argpartition on CPU); otherwise the first available
 name in sorted order.
+
+Which module a GPU uses is looked up once per process (for each value of ``$TOPKBENCH_HEURISTICS``
+and ``$HOME``), on the first ``impl="auto"`` call: a decode step then pays a dictionary lookup,
+not a file-system walk.
+A module installed, edited or removed after that is seen only after :func:`reload` (or in a new
+process); ``topkbench fit-heuristic --install`` calls it for its own process.
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ DEFAULT_RULE = "proposal"
 FALLBACK_ORDER = ("torch", "numpy", "torch-cpu")
 
 _cache: dict[tuple[str, int, int], ModuleType] = {}
+#: (gpu_slug, $TOPKBENCH_HEURISTICS, $HOME) -> the fitted module impl="auto" uses, or None; see reload().
+_chosen: dict[tuple[str, str | None, str | None], ModuleType | None] = {}
+_BUNDLED = Path(__file__).resolve().parent / "heuristics"
+
+
+def reload() -> None:
+    """Forget which fitted module each GPU uses: the next ``choose`` looks in the folders again."""
+    _chosen.clear()
 
 
 def user_heuristics_dir() -> Path:
@@ -51,7 +65,7 @@ def search_dirs() -> list[Path]:
 
 def bundled_heuristics_dir() -> Path:
     """The fitted modules shipped inside the package."""
-    return Path(__file__).resolve().parent / "heuristics"
+    return _BUNDLED
 
 
 def load_heuristic_module(path: str | Path, require_thresholds: bool = True) -> ModuleType:
@@ -128,7 +142,11 @@ def choose(num_rows: int, max_seq_len: int, k: int, available: list[str], gpu_sl
     """The implementation ``impl="auto"`` runs for this step, one of ``available``."""
     if not available:
         raise UsageError("no implementation is available to choose from")
-    module = find_fitted_module(gpu_slug)
+    key = (gpu_slug, os.environ.get(ENV_VAR), os.environ.get("HOME"))
+    try:
+        module = _chosen[key]
+    except KeyError:
+        module = _chosen[key] = find_fitted_module(gpu_slug)
     if module is not None:
         try:
             pick = module.select(int(num_rows), int(max_seq_len), int(k))

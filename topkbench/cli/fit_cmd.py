@@ -104,6 +104,7 @@ def fit_heuristic(
         target = dispatch.user_heuristics_dir() / f"{provenance.gpu_slug}.py"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, target)
+        dispatch.reload()  # impl="auto" in this process looks again
         console.print(f"installed {target}: impl='auto' uses it on {provenance.gpu_name}")
         shadow = dispatch.module_path(provenance.gpu_slug)
         if shadow is not None and shadow != target:
