@@ -68,8 +68,12 @@ class Workload:
 
     @property
     def bytes_moved(self) -> int:
-        """The least traffic of a selection: every valid score read once, k int32 indices written."""
-        return int(round(self.spec.rows * self.mean_length * 4)) + self.spec.rows * self.spec.k * 4
+        return bytes_moved(self.spec.rows, self.mean_length, self.spec.k)
+
+
+def bytes_moved(rows: int, mean_length: float, k: int) -> int:
+    """The least traffic of a selection: every valid score read once, k int32 indices written."""
+    return int(round(rows * mean_length * 4)) + rows * k * 4
 
 
 def _draw_lengths(spec: WorkloadSpec, gen: torch.Generator, device: torch.device) -> torch.Tensor:
