@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fake_impls import IgnoresLengths, OneWrong
-from topkbench.exactness import check_topk
+from topkbench.exactness import TopkChecker, check_topk
 from topkbench.keys import float_keys, float_keys_np, keys_to_float
 from topkbench.workload import ADVERSARIAL, Distribution, LengthMode, WorkloadSpec, make_workload
 
@@ -253,3 +253,16 @@ def test_check_catches_k_minus_one_correct_plus_one_wrong(mode):
         assert len(set(out[r].tolist()) & set(truth[r].tolist())) == 99
     result = check_topk(w.logits, w.lengths, 100, out)
     assert not result.ok and result.bad_rows == 5 and "differ" in result.reason
+
+
+def test_one_checker_serves_several_answers():
+    """TopkChecker computes the reference once; each answer is judged as check_topk judges it."""
+    w, idx = _normal(rows=5, width=400, k=30)
+    w.lengths[1] = 12  # one short row as well
+    idx = reference(w.logits, w.lengths, 30)
+    checker = TopkChecker(w.logits, w.lengths, 30)
+    bad = idx.clone()
+    bad[3, 0] = bad[3, 1]
+    for answer in (idx, bad, idx.to(torch.int64), idx[:, :5], idx):
+        assert checker.check(answer) == check_topk(w.logits, w.lengths, 30, answer)
+    assert checker.check(idx).ok and not checker.check(bad).ok

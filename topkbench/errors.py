@@ -8,6 +8,13 @@ lines on stderr and exits non-zero, with a traceback only in debug mode.
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """``Type: first line of the message``, at most ``limit`` characters: how an exception an
+    implementation raised is recorded (a result row's reason, a verify case's detail)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:limit]
+
+
 class TopkbenchError(Exception):
     """Base class: a failure with a one-line message and an optional hint for the user."""
 

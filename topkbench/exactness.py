@@ -29,6 +29,86 @@ def _first_bad(mask: torch.Tensor) -> int:
     return int(torch.nonzero(mask)[0, 0]) if bool(mask.any()) else -1
 
 
+class TopkChecker:
+    """The check of one (logits, lengths, k), with the reference top-k computed once, so that
+    every implementation of a point is checked against it without recomputing it."""
+
+    def __init__(self, logits: torch.Tensor, lengths: torch.Tensor | None, k: int) -> None:
+        logits = torch.as_tensor(logits).detach()
+        self.device = device = logits.device
+        self.k = k
+        self.rows, self.width = rows, width = logits.shape
+        if lengths is None:
+            lengths = torch.full((rows,), width, dtype=torch.int64, device=device)
+        self.lengths = lengths = torch.as_tensor(lengths).detach().to(device=device, dtype=torch.int64)
+        self.slots = torch.arange(k, dtype=torch.int64, device=device)
+        self.short = short = lengths <= k  # rows that return every valid index plus -1 padding
+        self.rows_short = torch.nonzero(short).flatten()
+        self.long = long_ = ~short
+        self.rows_long = torch.nonzero(long_).flatten()
+        self.masked = self.ref_sorted = None
+        if bool(long_.any()):
+            cols = torch.arange(width, dtype=torch.int64, device=device)
+            keys = float_keys(logits[long_])
+            valid = cols.unsqueeze(0) < lengths[long_].unsqueeze(1)
+            #: keys of the long rows, -1 past each row's length
+            self.masked = torch.where(valid, keys, torch.full_like(keys, -1))
+            self.ref_sorted, _ = torch.sort(torch.topk(self.masked, k, dim=1).values, dim=1)
+
+    def check(self, indices: torch.Tensor) -> CheckResult:
+        """Check ``indices`` against the contract."""
+        rows, k = self.rows, self.k
+        indices = torch.as_tensor(indices).detach().to(self.device)
+        if indices.dtype != torch.int32:
+            return CheckResult(False, f"indices dtype is {indices.dtype}, expected int32", rows)
+        if tuple(indices.shape) != (rows, k):
+            return CheckResult(False, f"indices shape {tuple(indices.shape)}, expected {(rows, k)}", rows)
+
+        idx = indices.to(torch.int64)
+        slots = self.slots
+        n = self.lengths.unsqueeze(1)
+        problems: list[tuple[int, str]] = []
+        bad_rows = 0
+
+        # Short rows: first n slots a permutation of 0..n-1, then -1.
+        if self.rows_short.numel():
+            s_idx = idx[self.short]
+            s_n = n[self.short]
+            in_head = slots.unsqueeze(0) < s_n
+            pad_bad = (~in_head & (s_idx != -1)).any(dim=1)
+            sorted_head, _ = torch.sort(torch.where(in_head, s_idx, torch.full_like(s_idx, 1 << 40)), dim=1)
+            expect = torch.where(in_head, slots.unsqueeze(0).expand_as(s_idx), torch.full_like(s_idx, 1 << 40))
+            perm_bad = (sorted_head != expect).any(dim=1)
+            bad_rows += int((pad_bad | perm_bad).sum())
+            for mask, what in ((pad_bad, "slots past the row length are not -1"),
+                               (perm_bad, "the first n slots are not a permutation of 0..n-1")):
+                bad = _first_bad(mask)
+                if bad >= 0:
+                    problems.append((int(self.rows_short[bad]), what))
+
+        if self.masked is not None:
+            l_idx = idx[self.long]
+            l_n = n[self.long]
+            range_bad = ((l_idx < 0) | (l_idx >= l_n)).any(dim=1)
+            sorted_idx, _ = torch.sort(l_idx, dim=1)
+            dup_bad = (sorted_idx[:, 1:] == sorted_idx[:, :-1]).any(dim=1) if k > 1 else torch.zeros_like(range_bad)
+            got = torch.gather(self.masked, 1, l_idx.clamp(0, self.width - 1))
+            got_sorted, _ = torch.sort(got, dim=1)
+            value_bad = (got_sorted != self.ref_sorted).any(dim=1) & ~range_bad
+            for mask, what in ((range_bad, "an index outside [0, length)"),
+                               (dup_bad, "duplicate indices"),
+                               (value_bad, "selected values differ from the true top-k")):
+                bad = _first_bad(mask)
+                if bad >= 0:
+                    problems.append((int(self.rows_long[bad]), what))
+            bad_rows += int((range_bad | dup_bad | value_bad).sum())
+
+        if not problems:
+            return CheckResult(True)
+        row, what = min(problems)
+        return CheckResult(False, f"row {row} (length {int(self.lengths[row])}, k {k}): {what}", bad_rows)
+
+
 def check_topk(
     logits: torch.Tensor,
     lengths: torch.Tensor | None,
@@ -37,71 +117,4 @@ def check_topk(
 ) -> CheckResult:
     """Check ``indices`` against the contract, on the device of ``logits`` (a GPU run is checked
     on the GPU: copying 100+ MB to the host per point would dominate a sweep)."""
-    logits = torch.as_tensor(logits).detach()
-    device = logits.device
-    indices = torch.as_tensor(indices).detach().to(device)
-    rows, width = logits.shape
-    if lengths is None:
-        lengths = torch.full((rows,), width, dtype=torch.int64, device=device)
-    lengths = torch.as_tensor(lengths).detach().to(device=device, dtype=torch.int64)
-    if indices.dtype != torch.int32:
-        return CheckResult(False, f"indices dtype is {indices.dtype}, expected int32", rows)
-    if tuple(indices.shape) != (rows, k):
-        return CheckResult(False, f"indices shape {tuple(indices.shape)}, expected {(rows, k)}", rows)
-
-    idx = indices.to(torch.int64)
-    cols = torch.arange(width, dtype=torch.int64, device=device)
-    slots = torch.arange(k, dtype=torch.int64, device=device)
-    n = lengths.unsqueeze(1)
-    short = lengths <= k  # rows that return every valid index plus -1 padding
-
-    problems: list[tuple[int, str]] = []
-    bad_rows = 0
-
-    # Short rows: first n slots a permutation of 0..n-1, then -1.
-    if bool(short.any()):
-        s_idx = idx[short]
-        s_n = n[short]
-        in_head = slots.unsqueeze(0) < s_n
-        pad_bad = (~in_head & (s_idx != -1)).any(dim=1)
-        head = torch.where(in_head, s_idx, torch.full_like(s_idx, -1))
-        sorted_head, _ = torch.sort(torch.where(in_head, head, torch.full_like(head, 1 << 40)), dim=1)
-        expect = torch.where(in_head, slots.unsqueeze(0).expand_as(s_idx), torch.full_like(s_idx, 1 << 40))
-        perm_bad = (sorted_head != expect).any(dim=1)
-        rows_short = torch.nonzero(short).flatten()
-        bad_rows += int((pad_bad | perm_bad).sum())
-        for mask, what in ((pad_bad, "slots past the row length are not -1"),
-                           (perm_bad, "the first n slots are not a permutation of 0..n-1")):
-            bad = _first_bad(mask)
-            if bad >= 0:
-                problems.append((int(rows_short[bad]), what))
-
-    long_ = ~short
-    if bool(long_.any()):
-        l_idx = idx[long_]
-        l_n = n[long_]
-        l_logits = logits[long_]
-        rows_long = torch.nonzero(long_).flatten()
-        range_bad = ((l_idx < 0) | (l_idx >= l_n)).any(dim=1)
-        sorted_idx, _ = torch.sort(l_idx, dim=1)
-        dup_bad = (sorted_idx[:, 1:] == sorted_idx[:, :-1]).any(dim=1) if k > 1 else torch.zeros_like(range_bad)
-        keys = float_keys(l_logits)
-        valid = cols.unsqueeze(0) < l_n
-        masked = torch.where(valid, keys, torch.full_like(keys, -1))
-        ref = torch.topk(masked, k, dim=1).values
-        ref_sorted, _ = torch.sort(ref, dim=1)
-        got = torch.gather(masked, 1, l_idx.clamp(0, width - 1))
-        got_sorted, _ = torch.sort(got, dim=1)
-        value_bad = (got_sorted != ref_sorted).any(dim=1) & ~range_bad
-        for mask, what in ((range_bad, "an index outside [0, length)"),
-                           (dup_bad, "duplicate indices"),
-                           (value_bad, "selected values differ from the true top-k")):
-            bad = _first_bad(mask)
-            if bad >= 0:
-                problems.append((int(rows_long[bad]), what))
-        bad_rows += int((range_bad | dup_bad | value_bad).sum())
-
-    if not problems:
-        return CheckResult(True)
-    row, what = min(problems)
-    return CheckResult(False, f"row {row} (length {int(lengths[row])}, k {k}): {what}", bad_rows)
+    return TopkChecker(logits, lengths, k).check(indices)

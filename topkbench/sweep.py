@@ -17,14 +17,14 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from topkbench.config import AVAILABLE, L2Mode, Point, SweepConfig
-from topkbench.errors import StickyCudaError, UnsupportedError, UsageError
-from topkbench.exactness import check_topk
+from topkbench.errors import StickyCudaError, UnsupportedError, UsageError, one_line
+from topkbench.exactness import TopkChecker
 from topkbench.impls import Device, Implementation, registry
 from topkbench.provenance import device_info, measure_copy_bandwidth_gbs, run_provenance, utc_now
 from topkbench.schema import SCHEMA_VERSION, Status
 from topkbench.store import RunStore
 from topkbench.timing import Clock, CudaClock, HostClock, Stats, measure_interleaved
-from topkbench.workload import PointInputs, Workload, WorkloadSpec
+from topkbench.workload import PointInputs, Workload, WorkloadSpec, bytes_moved
 
 ProgressFn = Callable[[int, str], None]
 
@@ -116,11 +116,6 @@ def cuda_context_broken() -> bool:
     return False
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-
-
 class PointMeasurer:
     """Measures the implementations of one point and turns the outcome into result rows."""
 
@@ -135,7 +130,7 @@ class PointMeasurer:
         p = task.point
         nan = float("nan")
         mean_length = workload.mean_length if workload is not None else float(p.seq_len)
-        nbytes = int(round(p.rows * mean_length * 4)) + p.rows * p.k * 4
+        nbytes = bytes_moved(p.rows, mean_length, p.k)
         floor_us = nbytes / (self.base["bandwidth_gbs"] * 1e3)
         ok = stats is not None and stats.n > 0
         median = stats.median if ok else nan
@@ -169,28 +164,32 @@ class PointMeasurer:
         workload = inputs.primary
         clocks: dict[str, Clock] = {}
         impl_of = {impl.name: impl for impl in task.measure}
+        checkers: dict[str, TopkChecker] = {}  # per device: the reference top-k is computed once
         for impl in task.measure:
             w = inputs.on(impl.device.value)
             try:
                 runner = impl.prepare(w.logits, w.lengths_arg, p.k)
                 runner.run()
-                check = check_topk(w.logits, w.lengths, p.k, runner.result())
+                if impl.device.value not in checkers:
+                    checkers[impl.device.value] = TopkChecker(w.logits, w.lengths, p.k)
+                check = checkers[impl.device.value].check(runner.result())
             except UnsupportedError as exc:
                 rows.append(self._row(task, impl, workload, Status.UNSUPPORTED, exc.message))
                 continue
             except Exception as exc:  # noqa: BLE001 - an implementation's failure is data
-                rows.append(self._row(task, impl, workload, Status.ERROR, _one_line(exc)))
+                rows.append(self._row(task, impl, workload, Status.ERROR, one_line(exc)))
                 self._stop_if_sticky(rows, task, impl, exc)
                 continue
             if not check.ok:
                 rows.append(self._row(task, impl, workload, Status.WRONG, check.reason))
                 continue
             clocks[impl.name] = self._clock(impl, runner, task.l2)
+        del checkers  # free the reference before timing
         try:
             stats = measure_interleaved(clocks, self.config.timing)
         except Exception as exc:  # noqa: BLE001
             for name in clocks:
-                rows.append(self._row(task, impl_of[name], workload, Status.ERROR, "while timing: " + _one_line(exc)))
+                rows.append(self._row(task, impl_of[name], workload, Status.ERROR, "while timing: " + one_line(exc)))
             self._stop_if_sticky(rows, task, None, exc)
             return rows
         finally:
@@ -207,7 +206,7 @@ class PointMeasurer:
             where = (f"rows={p.rows} seq_len={p.seq_len} k={p.k} {p.length_mode.value} {p.distribution.value}"
                      + (f" impl={impl.name}" if impl else ""))
             raise _StickyAtPoint(rows, StickyCudaError(
-                f"CUDA context broken at {where}: {_one_line(exc)}",
+                f"CUDA context broken at {where}: {one_line(exc)}",
                 hint="results so far are saved; the failing point is recorded as an error, so re-running resumes past it"))
 
 

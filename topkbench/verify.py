@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from topkbench.config import SweepConfig
-from topkbench.errors import StickyCudaError, TopkbenchError, UnsupportedError
-from topkbench.exactness import check_topk
+from topkbench.errors import StickyCudaError, TopkbenchError, UnsupportedError, one_line
+from topkbench.exactness import TopkChecker
 from topkbench.impls import Device, Implementation
 from topkbench.sweep import cuda_context_broken, resolve_implementations
-from topkbench.errors import StickyCudaError
 from topkbench.workload import PointInputs, WorkloadSpec
 
 
@@ -37,6 +36,7 @@ def verify(config: SweepConfig, requested: list[str] | None = None,
     for point in config.points():
         spec = WorkloadSpec(point.rows, point.seq_len, point.k, point.distribution, point.length_mode, config.seed)
         inputs = PointInputs(spec, cuda)
+        checkers: dict[str, TopkChecker] = {}  # per device: the reference top-k is computed once
         for impl in impls:
             w = inputs.on(impl.device.value)
             head = (impl.name, point.rows, point.seq_len, point.k, point.length_mode.value, point.distribution.value)
@@ -45,14 +45,17 @@ def verify(config: SweepConfig, requested: list[str] | None = None,
                 result = CaseResult(*head, "unsupported", reason)
             else:
                 try:
-                    check = check_topk(w.logits, w.lengths, point.k, impl(w.logits, point.k, w.lengths_arg))
+                    out = impl(w.logits, point.k, w.lengths_arg)
+                    if impl.device.value not in checkers:
+                        checkers[impl.device.value] = TopkChecker(w.logits, w.lengths, point.k)
+                    check = checkers[impl.device.value].check(out)
                     result = CaseResult(*head, "pass" if check.ok else "fail", check.reason)
                 except UnsupportedError as exc:
                     result = CaseResult(*head, "unsupported", exc.message)
                 except TopkbenchError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - an implementation's failure is a result
-                    result = CaseResult(*head, "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                    result = CaseResult(*head, "error", one_line(exc))
                     if cuda and cuda_context_broken():
                         results.append(result)
                         raise StickyCudaError(f"CUDA context broken while verifying {impl.name} at rows={point.rows} "
