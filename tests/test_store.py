@@ -196,3 +196,13 @@ def test_missing_path_and_empty_folder(tmp_path):
 def test_key_columns_are_schema_columns():
     assert set(KEY_COLUMNS) <= set(COLUMNS)
     assert "schema_version" in COLUMNS and "samples_us" in COLUMNS
+
+
+def test_done_keys_match_the_sweep_measurement_keys(tmp_path):
+    """done_keys gives plain tuples that compare equal to the tuples the sweep plans with."""
+    store = RunStore.open(tmp_path, "gpu", "cfg", "0123456789abcdef", resume=True)
+    rows = rows_for([100, 200])
+    store.append(rows)
+    keys = store.done_keys()
+    assert keys == {row_key(r) for r in rows}
+    assert all(isinstance(key, tuple) and len(key) == len(KEY_COLUMNS) for key in keys)

@@ -34,6 +34,7 @@ def new_run_id() -> str:
 
 
 def row_key(row: dict[str, Any] | pd.Series) -> tuple:
+    """The KEY_COLUMNS tuple of one result row (the identity :meth:`RunStore.done_keys` holds)."""
     return tuple(row[c] for c in KEY_COLUMNS)
 
 
@@ -95,11 +96,12 @@ class RunStore:
         return files
 
     def read(self) -> pd.DataFrame:
-        return read_results(self._files()) if self._files() else empty_frame()
+        files = self._files()
+        return read_results(files) if files else empty_frame()
 
     def done_keys(self) -> set[tuple]:
-        frame = self.read()
-        return {row_key(r) for _, r in frame[list(KEY_COLUMNS)].iterrows()}
+        """The KEY_COLUMNS tuple of every row this run holds."""
+        return set(self.read()[list(KEY_COLUMNS)].itertuples(index=False, name=None))
 
     def append(self, rows: Sequence[dict[str, Any]]) -> Path | None:
         """Write the rows of one point as a new part file (atomically)."""
@@ -148,7 +150,7 @@ def read_file(path: Path) -> pd.DataFrame:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise StoreError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})",
+        raise StoreError(f"{path}: not a readable Parquet file ({(str(exc).splitlines() or [''])[0]})",
                          hint="the file may be truncated or not a topkbench result; move it aside and re-run") from None
     if "schema_version" not in table.column_names:
         raise StoreError(f"{path}: not a topkbench result file (no schema_version column)")
