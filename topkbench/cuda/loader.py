@@ -102,6 +102,13 @@ def cupy_unavailable_reason() -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
+def device_properties(device_index: int) -> dict[str, Any]:
+    """CuPy's property dict of a CUDA device, read once per process (the runtime call is slow and
+    the values never change)."""
+    return require_cupy().cuda.runtime.getDeviceProperties(device_index)
+
+
+@functools.lru_cache(maxsize=None)
 def _module(name: str, options: tuple[str, ...], device_index: int) -> Any:
     cupy = require_cupy()
     with cupy.cuda.Device(device_index):

@@ -165,8 +165,8 @@ class RadixTopk(Implementation):
     def _plan(self, kernel: Any, device_index: int, rows: int, width: int) -> RadixPlan:
         cupy = loader.require_cupy()
         threads = self.defines["RADIX_THREADS"]
+        props = loader.device_properties(device_index)
         with cupy.cuda.Device(device_index):
-            props = cupy.cuda.runtime.getDeviceProperties(device_index)
             max_dynamic = int(props["sharedMemPerBlockOptin"]) - int(kernel.shared_size_bytes)
             if kernel.max_dynamic_shared_size_bytes < max_dynamic:
                 kernel.max_dynamic_shared_size_bytes = max_dynamic
@@ -186,8 +186,7 @@ class RadixTopk(Implementation):
         kernel = loader.get_kernel(SOURCE, KERNEL, self.defines, device_index=device_index)
         rows, width = logits.shape
         plan = self._plan(kernel, device_index, rows, width)
-        cupy = loader.require_cupy()
-        props = cupy.cuda.runtime.getDeviceProperties(device_index)
+        props = loader.device_properties(device_index)
         # Room for every group any plan on this device can have (the grid is at most SMs x blocks/SM).
         threads = self.defines["RADIX_THREADS"]
         max_groups = int(props["multiProcessorCount"]) * max(1, int(props["maxThreadsPerMultiProcessor"]) // threads)
