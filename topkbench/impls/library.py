@@ -109,6 +109,7 @@ class _ArgpartitionRunner(Runner):
         self._lengths = lengths
         self._n = None if lengths is None else lengths.numpy()
         self._k = k
+        self._columns = np.arange(self._x.shape[1])[None, :]
         self._indices: np.ndarray | None = None
 
     def run(self) -> None:
@@ -116,7 +117,7 @@ class _ArgpartitionRunner(Runner):
         width = x.shape[1]
         k = min(self._k, width)
         if self._n is not None:
-            x = np.where(np.arange(width)[None, :] < self._n[:, None], x, np.float32(-np.inf))
+            x = np.where(self._columns < self._n[:, None], x, np.float32(-np.inf))
         # argpartition ranks NaN last (largest), as the contract wants.
         self._indices = np.argpartition(x, width - k, axis=1)[:, width - k:]
 
