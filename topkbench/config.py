@@ -196,7 +196,6 @@ def _parse_timing(data: Any) -> TimingSettings:
         return TimingSettings()
     if not isinstance(data, dict):
         raise _fail("timing", "expected a mapping")
-    defaults = TimingSettings()
     _check_keys("timing", data, set(TimingSettings.__dataclass_fields__))
     kwargs: dict[str, Any] = {}
     if "mode" in data:
@@ -212,7 +211,7 @@ def _parse_timing(data: Any) -> TimingSettings:
         kwargs["noise_target"] = _number("timing.noise_target", data["noise_target"], 0.0, 10.0)
     if "budget_s" in data:
         kwargs["budget_s"] = _number("timing.budget_s", data["budget_s"], 0.0)
-    timing = TimingSettings(**{**asdict(defaults), **kwargs})
+    timing = TimingSettings(**kwargs)
     if timing.max_samples < timing.min_samples:
         raise _fail("timing.max_samples", f"{timing.max_samples} is below timing.min_samples ({timing.min_samples})")
     return timing
