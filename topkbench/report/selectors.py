@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 from topkbench import rules
 from topkbench.dispatch import load_heuristic_module
@@ -91,21 +90,6 @@ def datasets_for(heuristic: Heuristic, datasets: list[Dataset]) -> list[Dataset]
     return chosen
 
 
-@dataclass(frozen=True)
-class HandRule:
-    """A hand-written rule from topkbench.rules, under the report's Selector protocol."""
-
-    name: str
-    description: str
-    _select: Callable[[int, int, int], str]
-
-    def select(self, num_rows: int, max_seq_len: int, k: int) -> str:
-        return self._select(num_rows, max_seq_len, k)
-
-
 def hand_rules() -> list[Selector]:
-    """The named hand rules of DESIGN.md section 1, from topkbench.rules."""
-    out: list[Selector] = []
-    for key, rule in rules.RULES.items():
-        out.append(HandRule(str(getattr(rule, "name", key)), str(getattr(rule, "description", "")), rule.select))
-    return out
+    """The named hand rules of DESIGN.md section 1: topkbench.rules' rules already are selectors."""
+    return list(rules.RULES.values())
