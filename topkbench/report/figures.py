@@ -7,7 +7,7 @@ Visible numbers are rounded to 3 significant digits; hover text carries the exac
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -140,6 +140,26 @@ def _map_height(ds: D.Dataset, nrow: int) -> int:
     return 150 + nrow * max(260, 46 * most_rows + 90)
 
 
+def _heat_cells(ds: D.Dataset, table: pd.DataFrame, k: int, empty_hover: str,
+                cell: Callable[[int, int, int, pd.Series], tuple[float, str, str]]) -> tuple[list, list, Any, Any, Any]:
+    """(xs, ys, z, text, hover) over k's rows x seq_len grid; ``cell(rows, seq_len, k, row)`` gives
+    the (z, text, hover) of each row of ``table`` at k; the other cells keep ``empty_hover``."""
+    xs, ys = _map_axes(ds, k)
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = np.full(z.shape, "", dtype=object)
+    hover = np.full(z.shape, empty_hover, dtype=object)
+    for (rows, seq), p in table[table["k"] == k].set_index(["rows", "seq_len"]).iterrows():
+        yi, xi = ys.index(rows), xs.index(seq)
+        z[yi, xi], text[yi, xi], hover[yi, xi] = cell(rows, seq, k, p)
+    return xs, ys, z, text, hover
+
+
+def _heatmap(go: Any, xs: list, ys: list, z: Any, text: Any, hover: Any, **style: Any) -> Any:
+    """A heat map in index coordinates with cell text and the hover text of every cell."""
+    return go.Heatmap(z=z, x=list(range(len(xs))), y=list(range(len(ys))), text=text, customdata=hover,
+                      texttemplate="%{text}", xgap=1, ygap=1, hovertemplate="%{customdata}<extra></extra>", **style)
+
+
 def winner_map(ds: D.Dataset, selectors: list[D.Selector]) -> Any:
     """Fastest impl per (rows x seq_len), its margin in hover, each rule's boundaries on top."""
     go, _ = plotly_modules()
@@ -175,10 +195,8 @@ def winner_map(ds: D.Dataset, selectors: list[D.Selector]) -> Any:
                 text[yi, xi] = f"{p['winner']}<br>{margin_text}" if named else margin_text
                 hover[yi, xi] = (f"rows {rows}, seq_len {seq}, k {k}<br><b>{p['winner']}</b> {_exact(p['best_us'])} us"
                                  f"<br>runner-up: {margin}{picks}")
-        fig.add_trace(go.Heatmap(z=z, x=list(range(len(xs))), y=list(range(len(ys))), text=text, customdata=hover,
-                                 texttemplate="%{text}", textfont=dict(size=9), colorscale=scale, zmin=-0.5,
-                                 zmax=n - 0.5, showscale=False, xgap=1, ygap=1,
-                                 hovertemplate="%{customdata}<extra></extra>"), row=r, col=c)
+        fig.add_trace(_heatmap(go, xs, ys, z, text, hover, textfont=dict(size=9), colorscale=scale, zmin=-0.5,
+                               zmax=n - 0.5, showscale=False), row=r, col=c)
         for si, (sel, picks) in enumerate(zip(selectors, rule_picks)):
             offset = (si - (len(selectors) - 1) / 2) * 0.07
             bx, by = _boundaries({(rw, sq): p for (rw, sq, _), p in picks.items()}, xs, ys, offset)
@@ -205,25 +223,19 @@ def speedup(ds: D.Dataset) -> Any | None:
     fig, nrow, ncol = _heat_subplots(ds, "k = {k}")
     top = max(2.0, float(np.nanmax(np.abs(np.log2(table["speedup"])))))
     ticks = [2.0 ** e for e in range(-math.ceil(top), math.ceil(top) + 1)]
+
+    def cell(rows: int, seq: int, k: int, p: pd.Series) -> tuple[float, str, str]:
+        return (math.log2(p["speedup"]), f"{sig(p['speedup'])}x",
+                f"rows {rows}, seq_len {seq}, k {k}<br>speedup {_exact(p['speedup'])}x"
+                f"<br>{p['best_impl']} {_exact(p['best_us'])} us<br>{ds.baseline} {_exact(p['baseline_us'])} us")
+
     for ki, k in enumerate(ds.ks):
         r, c = _cell(ki, ncol)
-        xs, ys = _map_axes(ds, k)
-        sub = table[table["k"] == k].set_index(["rows", "seq_len"])
-        z = np.full((len(ys), len(xs)), np.nan)
-        text = np.full(z.shape, "", dtype=object)
-        hover = np.full(z.shape, "no timing of both", dtype=object)
-        for (rows, seq), p in sub.iterrows():
-            yi, xi = ys.index(rows), xs.index(seq)
-            z[yi, xi] = math.log2(p["speedup"])
-            text[yi, xi] = f"{sig(p['speedup'])}x"
-            hover[yi, xi] = (f"rows {rows}, seq_len {seq}, k {k}<br>speedup {_exact(p['speedup'])}x"
-                             f"<br>{p['best_impl']} {_exact(p['best_us'])} us<br>{ds.baseline} {_exact(p['baseline_us'])} us")
-        fig.add_trace(go.Heatmap(z=z, x=list(range(len(xs))), y=list(range(len(ys))), text=text, customdata=hover,
-                                 texttemplate="%{text}", textfont=dict(size=10), colorscale="RdBu", zmid=0,
-                                 zmin=-top, zmax=top, xgap=1, ygap=1, showscale=ki == 0,
-                                 colorbar=dict(title="speedup", tickvals=[math.log2(t) for t in ticks],
-                                               ticktext=[f"{t:g}x" for t in ticks]),
-                                 hovertemplate="%{customdata}<extra></extra>"), row=r, col=c)
+        xs, ys, z, text, hover = _heat_cells(ds, table, k, "no timing of both", cell)
+        fig.add_trace(_heatmap(go, xs, ys, z, text, hover, textfont=dict(size=10), colorscale="RdBu", zmid=0,
+                               zmin=-top, zmax=top, showscale=ki == 0,
+                               colorbar=dict(title="speedup", tickvals=[math.log2(t) for t in ticks],
+                                             ticktext=[f"{t:g}x" for t in ticks])), row=r, col=c)
         _index_axes(fig, xs, ys, r, c)
     _layout(fig, f"Speedup of the fastest other implementation over {ds.baseline} (blue: faster than the baseline)",
             _map_height(ds, nrow))
@@ -235,25 +247,19 @@ def floor(ds: D.Dataset) -> Any:
     go, _ = plotly_modules()
     table = D.floor_table(ds)
     fig, nrow, ncol = _heat_subplots(ds, "k = {k}")
+
+    def cell(rows: int, seq: int, k: int, p: pd.Series) -> tuple[float, str, str]:
+        per_impl = "".join(f"<br>{i}: {_exact(p[f'pct:{i}'])}%" for i in ds.impls if p[f"pct:{i}"] == p[f"pct:{i}"])
+        return (p["pct_best"], f"{sig(p['pct_best'])}%",
+                f"rows {rows}, seq_len {seq}, k {k}<br>floor {_exact(p['floor_us'])} us"
+                f"<br>fastest: {p['winner']} {_exact(p['best_us'])} us{per_impl}")
+
     for ki, k in enumerate(ds.ks):
         r, c = _cell(ki, ncol)
-        xs, ys = _map_axes(ds, k)
-        sub = table[table["k"] == k].set_index(["rows", "seq_len"])
-        z = np.full((len(ys), len(xs)), np.nan)
-        text = np.full(z.shape, "", dtype=object)
-        hover = np.full(z.shape, "", dtype=object)
-        for (rows, seq), p in sub.iterrows():
-            yi, xi = ys.index(rows), xs.index(seq)
-            z[yi, xi] = p["pct_best"]
-            text[yi, xi] = f"{sig(p['pct_best'])}%"
-            per_impl = "".join(f"<br>{i}: {_exact(p[f'pct:{i}'])}%" for i in ds.impls if p[f"pct:{i}"] == p[f"pct:{i}"])
-            hover[yi, xi] = (f"rows {rows}, seq_len {seq}, k {k}<br>floor {_exact(p['floor_us'])} us"
-                             f"<br>fastest: {p['winner']} {_exact(p['best_us'])} us{per_impl}")
-        fig.add_trace(go.Heatmap(z=z, x=list(range(len(xs))), y=list(range(len(ys))), text=text, customdata=hover,
-                                 texttemplate="%{text}", textfont=dict(size=10), colorscale="Viridis", zmin=0,
-                                 zmax=max(100.0, float(np.nanmax(table["pct_best"]))), xgap=1, ygap=1,
-                                 showscale=ki == 0, colorbar=dict(title="% of floor"),
-                                 hovertemplate="%{customdata}<extra></extra>"), row=r, col=c)
+        xs, ys, z, text, hover = _heat_cells(ds, table, k, "", cell)
+        fig.add_trace(_heatmap(go, xs, ys, z, text, hover, textfont=dict(size=10), colorscale="Viridis", zmin=0,
+                               zmax=max(100.0, float(np.nanmax(table["pct_best"]))), showscale=ki == 0,
+                               colorbar=dict(title="% of floor")), row=r, col=c)
         _index_axes(fig, xs, ys, r, c)
     _layout(fig, "Fastest implementation's share of the memory floor (100% = bytes moved at the measured copy bandwidth)",
             _map_height(ds, nrow))
