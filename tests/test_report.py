@@ -110,6 +110,28 @@ def test_winners_margin_and_regret_on_planted_times():
     assert row["within_5pct"] == pytest.approx(0.5)
 
 
+def test_the_newest_run_of_a_point_wins_as_in_the_fit():
+    from topkbench.fit import select_points
+
+    old = dict(run_id="20260101T000000-aaaa", timestamp="2026-01-01T00:00:00+00:00")
+    new = dict(run_id="20260102T000000-bbbb", timestamp="2026-01-02T00:00:00+00:00")
+    tie = dict(run_id="20260102T000000-cccc", timestamp="2026-01-02T00:00:00+00:00")
+    frame = make_frame([
+        dict(rows=1, seq_len=1024, k=8, impl="a", median_us=10.0, **old),
+        dict(rows=1, seq_len=1024, k=8, impl="b", median_us=5.0, **old),
+        # a kernel change made b wrong here: its old timing must not stand in for it
+        dict(rows=1, seq_len=1024, k=8, impl="b", status="wrong", reason="bad", **new),
+        # same timestamp: the later run id wins, whatever the file order
+        dict(rows=1, seq_len=1024, k=8, impl="a", median_us=30.0, **tie),
+        dict(rows=1, seq_len=1024, k=8, impl="a", median_us=20.0, **new),
+        dict(rows=1, seq_len=1024, k=8, impl="c", median_us=40.0, **new),
+    ])
+    (ds,) = D.split_datasets(frame)
+    assert ds.medians.loc[(1, 1024, 8), "a"] == 30.0 and ds.impls == ["a", "c"]
+    points, _ = select_points(frame)
+    assert dict(zip(points.impls, points.regret[0])) == {"a": 1.0, "c": 40.0 / 30.0}
+
+
 def test_speedup_is_baseline_over_fastest_other():
     frame = make_frame([dict(rows=2, seq_len=4096, k=64, impl="torch", median_us=30.0),
                         dict(rows=2, seq_len=4096, k=64, impl="per_row", median_us=10.0),

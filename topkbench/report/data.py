@@ -38,7 +38,7 @@ class Dataset:
     """One set of comparable timings."""
 
     key: dict[str, str]
-    #: ok rows, one per (point, impl): the newest measurement where several runs hold it.
+    #: ok rows, one per (point, impl), where the newest measurement of it is an ok timing.
     ok: pd.DataFrame
     #: point x impl -> median_us (NaN where the impl has no ok timing at that point).
     medians: pd.DataFrame
@@ -100,15 +100,19 @@ def winners(medians: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_datasets(frame: pd.DataFrame) -> list[Dataset]:
-    """The ok timings of ``frame`` grouped into datasets; ReportError when there are none."""
-    ok = frame[timed_mask(frame)].copy()
+    """The ok timings of ``frame`` grouped into datasets; ReportError when there are none.
+
+    A (point, impl) measured by several runs keeps its newest row, as the fit does
+    (topkbench.fit.select_points): a newer wrong or failed result replaces an older timing.
+    """
+    newest = frame.sort_values(["timestamp", "run_id"], kind="stable")
+    newest = newest.drop_duplicates(subset=[*DATASET_COLUMNS, *POINT_COLUMNS, "impl"], keep="last")
+    ok = newest[timed_mask(newest)].copy()
     if ok.empty:
-        counts = frame["status"].value_counts().to_dict()
+        counts = newest["status"].value_counts().to_dict()
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no rows"
         raise ReportError(f"no ok timings to report ({summary})",
                           hint="every stored point failed or was unsupported; see 'topkbench sweep' output")
-    ok = ok.sort_values("timestamp", kind="stable")
-    ok = ok.drop_duplicates(subset=[*DATASET_COLUMNS, *POINT_COLUMNS, "impl"], keep="last")
     datasets = []
     for key, group in ok.groupby(list(DATASET_COLUMNS), sort=True):
         medians = group.pivot(index=list(POINT_COLUMNS), columns="impl", values="median_us").sort_index()
