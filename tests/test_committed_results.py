@@ -10,7 +10,7 @@ from topkbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = ROOT / "results" / "nvidia-h100-80gb-hbm3"
-MAIN_RUN = H100 / "dsv32-decode-242e9613-20261125T100822-1149.parquet"
+MAIN_RUN = H100 / "dsv32-decode-242e9613-20261125T104124-d049.parquet"
 MODULE = H100 / "fit" / "nvidia_h100_80gb_hbm3.py"
 
 
