@@ -68,6 +68,8 @@ class RunStore:
         self.run_id = run_id
         self.final_path = directory / f"{stem}.parquet"
         self.parts_dir = directory / f"{stem}{PARTS_SUFFIX}"
+        #: Index of the next part file, counted from the folder once (not per point).
+        self._next_part: int | None = None
 
     @classmethod
     def open(cls, out_dir: Path, gpu_slug: str, config_name: str, config_hash: str, resume: bool) -> "RunStore":
@@ -108,9 +110,12 @@ class RunStore:
         if not rows:
             return None
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        index = len(list(self.parts_dir.glob("part-*.parquet")))
-        path = self.parts_dir / f"part-{index:06d}-{secrets.token_hex(3)}.parquet"
+        if self._next_part is None:
+            self._next_part = len(list(self.parts_dir.glob("part-*.parquet")))
+        # The index orders the parts; the random suffix keeps two writers from ever colliding.
+        path = self.parts_dir / f"part-{self._next_part:06d}-{secrets.token_hex(3)}.parquet"
         _write_atomic(to_table(rows), path)
+        self._next_part += 1
         return path
 
     def finalize(self) -> Path | None:
@@ -125,6 +130,7 @@ class RunStore:
         frame = frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
         _write_atomic(pa.Table.from_pandas(frame[list(COLUMNS)], schema=SCHEMA, preserve_index=False), self.final_path)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self._next_part = None
         return self.final_path
 
 
