@@ -28,8 +28,15 @@ class CaseResult:
     detail: str = ""
 
 
+@dataclass
+class Verification:
+    results: list[CaseResult]
+    #: Set when a broken CUDA context ended the run early: ``results`` holds the cases before it.
+    stopped_by: StickyCudaError | None = None
+
+
 def verify(config: SweepConfig, requested: list[str] | None = None,
-           on_case: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+           on_case: Callable[[CaseResult], None] | None = None) -> Verification:
     impls: list[Implementation] = resolve_implementations(config, requested)
     cuda = any(i.device is Device.CUDA for i in impls)
     results: list[CaseResult] = []
@@ -58,10 +65,11 @@ def verify(config: SweepConfig, requested: list[str] | None = None,
                     result = CaseResult(*head, "error", one_line(exc))
                     if cuda and cuda_context_broken():
                         results.append(result)
-                        raise StickyCudaError(f"CUDA context broken while verifying {impl.name} at rows={point.rows} "
-                                              f"seq_len={point.seq_len} k={point.k} {point.distribution.value}: "
-                                              f"{result.detail}") from None
+                        return Verification(results, StickyCudaError(
+                            f"CUDA context broken while verifying {impl.name} at rows={point.rows} "
+                            f"seq_len={point.seq_len} k={point.k} {point.distribution.value}: {result.detail}",
+                            hint="the cases checked before it are listed above"))
             results.append(result)
             if on_case:
                 on_case(result)
-    return results
+    return Verification(results)

@@ -25,7 +25,8 @@ def verify_command(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=term, disable=quiet, transient=True) as progress:
         task = progress.add_task("verify", total=None)
-        results = verify(cfg, impl, on_case=lambda r: progress.update(task, advance=1, description=f"{r.impl}"))
+        outcome = verify(cfg, impl, on_case=lambda r: progress.update(task, advance=1, description=f"{r.impl}"))
+    results = outcome.results
     by_cell: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for r in results:
         by_cell[(r.impl, r.distribution)][r.outcome] += 1
@@ -39,6 +40,8 @@ def verify_command(
     for r in failures[:20]:
         term.print(f"  [red]{r.outcome}[/red] {r.impl} rows={r.rows} seq_len={r.seq_len} k={r.k} "
                    f"{r.length_mode} {r.distribution}: {r.detail}")
+    if outcome.stopped_by is not None:
+        raise outcome.stopped_by
     if failures:
         raise VerificationFailed(f"{len(failures)} of {len(results)} cases failed",
                                  hint="the lines above name each failing case")
