@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from topkbench.errors import DeviceError
+from topkbench.impls.base import Runner
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
 CXX_STANDARD = "-std=c++17"
@@ -141,8 +142,36 @@ def _cupy_stream(stream_ptr: int, device_index: int) -> Any:
         return cupy.cuda.ExternalStream(stream_ptr, device_index)
 
 
-def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...], shared_mem: int = 0) -> None:
-    """Launch on torch's current stream, so that torch's CUDA-graph capture records it."""
+def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...], shared_mem: int = 0,
+           device: torch.device | None = None) -> None:
+    """Launch on ``device``'s current torch stream (the current device when None), so that torch's
+    CUDA-graph capture records it and tensors on another GPU are not read from this one."""
+    if device is not None and device.index is not None and device.index != torch.cuda.current_device():
+        with torch.cuda.device(device):
+            launch(kernel, grid, block, args, shared_mem)
+        return
     stream = torch.cuda.current_stream()
     with _cupy_stream(stream.cuda_stream, stream.device.index or 0):
         kernel(grid, block, args, shared_mem=shared_mem)
+
+
+class KernelRunner(Runner):
+    """One launch of a compiled kernel over buffers fixed at prepare time (graph capturable)."""
+
+    def __init__(self, kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
+                 output: torch.Tensor, keep: tuple[torch.Tensor | None, ...], shared_mem: int = 0) -> None:
+        self._kernel = kernel
+        self._grid = grid
+        self._block = block
+        self._args = args
+        self._shared_mem = shared_mem
+        #: int32 [rows, k], written in full by every run().
+        self.output = output
+        # The launch arguments are raw pointers: hold the tensors they point into.
+        self._keep = keep
+
+    def run(self) -> None:
+        launch(self._kernel, self._grid, self._block, self._args, self._shared_mem, self.output.device)
+
+    def result(self) -> torch.Tensor:
+        return self.output

@@ -19,30 +19,9 @@ import numpy as np
 import torch
 
 from topkbench.cuda import loader
-from topkbench.impls.base import Device, Implementation, Runner
+from topkbench.impls.base import Device, Implementation
 
 _INT32_MAX = 2**31 - 1
-
-
-class _LaunchRunner(Runner):
-    """One kernel launch over buffers fixed at prepare time."""
-
-    def __init__(self, kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
-                 out: torch.Tensor, keep: tuple[torch.Tensor | None, ...]) -> None:
-        self._kernel = kernel
-        self._grid = grid
-        self._block = block
-        self._args = args
-        self._out = out
-        # The launch arguments are raw pointers: hold the tensors they point into.
-        self._keep = keep
-
-    def run(self) -> None:
-        with torch.cuda.device(self._out.device):
-            loader.launch(self._kernel, self._grid, self._block, self._args)
-
-    def result(self) -> torch.Tensor:
-        return self._out
 
 
 class _OneCtaKernel(Implementation):
@@ -92,7 +71,7 @@ class PerRow(_OneCtaKernel):
         out = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
         args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths),
                 np.int32(width), np.int32(k), loader.pointer(out))
-        return _LaunchRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths))
+        return loader.KernelRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths))
 
 
 class LargeContext(_OneCtaKernel):
@@ -122,4 +101,4 @@ class LargeContext(_OneCtaKernel):
         work = torch.empty((rows, work_stride), dtype=torch.uint8, device=logits.device)
         args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths),
                 np.int32(width), np.int32(k), loader.pointer(out), loader.pointer(work), np.int64(work_stride))
-        return _LaunchRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths, work))
+        return loader.KernelRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths, work))

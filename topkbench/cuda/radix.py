@@ -21,7 +21,7 @@ import torch
 
 from topkbench.cuda import loader
 from topkbench.errors import DeviceError
-from topkbench.impls.base import Device, Implementation, Runner
+from topkbench.impls.base import Device, Implementation
 
 SOURCE = "radix.cu"
 KERNEL = "radix_topk"
@@ -105,30 +105,21 @@ def plan_launch(rows: int, width: int, *, sm_count: int, max_smem_keys: int,
                      blocks_per_sm=blocks_per_sm, sm_count=sm_count)
 
 
-class _RadixRunner(Runner):
+class _RadixRunner(loader.KernelRunner):
+    """The radix launch, with the plan it was sized by (tests and messages read it)."""
+
     def __init__(self, kernel: Any, plan: RadixPlan, threads: int, logits: torch.Tensor,
                  lengths: torch.Tensor | None, k: int, workspace: torch.Tensor) -> None:
         self.plan = plan
-        self._kernel = kernel
-        self._threads = threads
-        self._logits = logits
-        self._lengths = lengths
-        self._workspace = workspace
         rows, width = logits.shape
-        #: int32 [rows, k], written in full by every run().
-        self.output = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
-        self._args = (
+        output = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
+        args = (
             loader.pointer(logits), loader.pointer(lengths), np.int32(rows), np.int32(width),
-            np.int64(logits.stride(0)), np.int32(k), loader.pointer(self.output),
+            np.int64(logits.stride(0)), np.int32(k), loader.pointer(output),
             loader.pointer(workspace), np.int32(plan.ctas_per_row), np.int32(plan.smem_keys),
         )
-
-    def run(self) -> None:
-        loader.launch(self._kernel, (self.plan.grid,), (self._threads,), self._args,
-                      shared_mem=self.plan.smem_keys * 4)
-
-    def result(self) -> torch.Tensor:
-        return self.output
+        super().__init__(kernel, (plan.grid,), (threads,), args, output, (logits, lengths, workspace),
+                         shared_mem=plan.smem_keys * 4)
 
 
 class RadixTopk(Implementation):
