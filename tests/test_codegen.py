@@ -15,7 +15,8 @@ from synthetic import make_frame
 from test_fit import planted
 from topkbench import __version__, codegen, dispatch
 from topkbench.evaluate import evaluate
-from topkbench.fit import Thresholds, fit, select_points
+from topkbench.fit import Thresholds, fit
+from topkbench.points import select_points
 from topkbench.schema import COLUMNS, SCHEMA
 from topkbench.store import read_results
 

@@ -8,7 +8,8 @@ import pytest
 
 from topkbench import codegen, dispatch
 from topkbench.errors import UsageError
-from topkbench.fit import fit, select_points
+from topkbench.fit import fit
+from topkbench.points import select_points
 
 from synthetic import make_frame
 from test_fit import planted

@@ -12,7 +12,8 @@ from synthetic import make_frame
 from topkbench import rules
 from topkbench.errors import FitError, UsageError
 from topkbench.evaluate import Figures, evaluate, held_out
-from topkbench.fit import Points, cut_between, fit, fit_thresholds, select_points
+from topkbench.fit import cut_between, fit, fit_thresholds
+from topkbench.points import Points, select_points
 
 ROWS = [1, 4, 16, 64]
 SEQ = [1024, 2048, 4096, 8192, 16384, 32768, 65536]

@@ -13,7 +13,8 @@ from test_codegen import run_isolated, write_results
 from test_fit import planted
 from topkbench import dispatch
 from topkbench.cli import main
-from topkbench.fit import fit, select_points
+from topkbench.fit import fit
+from topkbench.points import select_points
 from topkbench.store import read_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cpu-amd-epyc"

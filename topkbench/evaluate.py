@@ -1,6 +1,6 @@
 """How much time a dispatch choice leaves on the table, on points it was not fitted to.
 
-Every figure is over cells (rows, seq_len, k) of a :class:`topkbench.fit.Points` table, whose
+Every figure is over cells (rows, seq_len, k) of a `topkbench.points.Points` table, whose
 regret is already the worst over length modes and distributions (see topkbench.fit):
 
 - ``geomean``: geometric-mean regret (1.0 = always the oracle's choice);
@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from topkbench import rules as rules_mod
-from topkbench.fit import (CELL_COLUMNS, DEFAULT_MAX_CUTS, DEFAULT_MAX_ROW_BANDS, FitResult, Points,
-                           fit_thresholds)
+from topkbench.fit import DEFAULT_MAX_CUTS, DEFAULT_MAX_ROW_BANDS, FitResult, fit_thresholds
+from topkbench.points import CELL_COLUMNS, Points
 
 WITHIN = 1.05
 

@@ -13,7 +13,8 @@ from rich.table import Table
 from topkbench import codegen, dispatch
 from topkbench.errors import UsageError
 from topkbench.evaluate import Evaluation, evaluate
-from topkbench.fit import DEFAULT_MAX_CUTS, DEFAULT_MAX_ROW_BANDS, FitResult, fit, select_points
+from topkbench.fit import DEFAULT_MAX_CUTS, DEFAULT_MAX_ROW_BANDS, FitResult, fit
+from topkbench.points import select_points
 from topkbench.store import read_results
 
 _PARAGRAPHS = (

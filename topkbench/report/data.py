@@ -103,7 +103,7 @@ def split_datasets(frame: pd.DataFrame) -> list[Dataset]:
     """The ok timings of ``frame`` grouped into datasets; ReportError when there are none.
 
     A (point, impl) measured by several runs keeps its newest row, as the fit does
-    (topkbench.fit.select_points): a newer wrong or failed result replaces an older timing.
+    (topkbench.points.select_points): a newer wrong or failed result replaces an older timing.
     """
     newest = frame.sort_values(["timestamp", "run_id"], kind="stable")
     newest = newest.drop_duplicates(subset=[*DATASET_COLUMNS, *POINT_COLUMNS, "impl"], keep="last")
