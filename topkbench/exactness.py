@@ -4,6 +4,9 @@ For a row with n = lengths[r] > k: the k indices are distinct, lie in [0, n), an
 of their values equal the sorted keys of the k largest values of row[:n] (compared exactly: a
 tolerance would hide dropped candidates). For n <= k: the first n slots hold a permutation of
 0..n-1 and the rest are -1.
+
+For an implementation that promises determinism the selected SET is checked too: among the
+entries equal to the k-th largest value, the lowest indices must win (docs/design.md section 3).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class TopkChecker:
         self.long = long_ = ~short
         self.rows_long = torch.nonzero(long_).flatten()
         self.masked = self.ref_sorted = None
+        self._tie_rank: torch.Tensor | None = None
         if bool(long_.any()):
             cols = torch.arange(width, dtype=torch.int64, device=device)
             keys = float_keys(logits[long_])
@@ -55,8 +59,19 @@ class TopkChecker:
             self.masked = torch.where(valid, keys, torch.full_like(keys, -1))
             self.ref_sorted, _ = torch.sort(torch.topk(self.masked, k, dim=1).values, dim=1)
 
-    def check(self, indices: torch.Tensor) -> CheckResult:
-        """Check ``indices`` against the contract."""
+    def _lowest_index_tie_rank(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per long row: the k-th largest key, how many entries equal to it belong in the
+        lowest-index set, and each entry's 1-based rank among the row's ties (computed once)."""
+        threshold = self.ref_sorted[:, :1]
+        if self._tie_rank is None:
+            ties = self.masked == threshold
+            self._tie_rank = torch.cumsum(ties.to(torch.int32), dim=1)
+            self._ties_needed = (self.ref_sorted == threshold).sum(dim=1, keepdim=True)
+        return threshold, self._ties_needed, self._tie_rank
+
+    def check(self, indices: torch.Tensor, *, deterministic: bool = False) -> CheckResult:
+        """Check ``indices`` against the contract; with ``deterministic`` also require that the
+        ties at the k-th value are the lowest-index ones (the set is a function of the input)."""
         rows, k = self.rows, self.k
         indices = torch.as_tensor(indices).detach().to(self.device)
         if indices.dtype != torch.int32:
@@ -95,13 +110,19 @@ class TopkChecker:
             got = torch.gather(self.masked, 1, l_idx.clamp(0, self.width - 1))
             got_sorted, _ = torch.sort(got, dim=1)
             value_bad = (got_sorted != self.ref_sorted).any(dim=1) & ~range_bad
+            tie_bad = torch.zeros_like(value_bad)
+            if deterministic:
+                threshold, needed, tie_rank = self._lowest_index_tie_rank()
+                rank = torch.gather(tie_rank, 1, l_idx.clamp(0, self.width - 1))
+                tie_bad = ((got == threshold) & (rank > needed)).any(dim=1) & ~(range_bad | dup_bad | value_bad)
             for mask, what in ((range_bad, "an index outside [0, length)"),
                                (dup_bad, "duplicate indices"),
-                               (value_bad, "selected values differ from the true top-k")):
+                               (value_bad, "selected values differ from the true top-k"),
+                               (tie_bad, "ties at the k-th value are not the lowest indices")):
                 bad = _first_bad(mask)
                 if bad >= 0:
                     problems.append((int(self.rows_long[bad]), what))
-            bad_rows += int((range_bad | dup_bad | value_bad).sum())
+            bad_rows += int((range_bad | dup_bad | value_bad | tie_bad).sum())
 
         if not problems:
             return CheckResult(True)
@@ -114,7 +135,9 @@ def check_topk(
     lengths: torch.Tensor | None,
     k: int,
     indices: torch.Tensor,
+    *,
+    deterministic: bool = False,
 ) -> CheckResult:
     """Check ``indices`` against the contract, on the device of ``logits`` (a GPU run is checked
     on the GPU: copying 100+ MB to the host per point would dominate a sweep)."""
-    return TopkChecker(logits, lengths, k).check(indices)
+    return TopkChecker(logits, lengths, k).check(indices, deterministic=deterministic)

@@ -24,8 +24,22 @@ class Device(str, Enum):
     CUDA = "cuda"
 
 
+#: Version of the implementation interface (Implementation, Runner). A plugin written against
+#: version N keeps working with every topkbench that accepts N (see docs/design.md section 10).
+INTERFACE_VERSION = 1
+
+
 class Runner(ABC):
-    """A prepared selection over fixed input and output buffers."""
+    """A prepared selection over fixed input and output buffers.
+
+    ``output`` is the buffer ``run()`` writes in full on every call (for the kernels the int32
+    [rows, k] result itself; for library baselines whatever raw buffer ``result()`` is derived
+    from). The harness fills it with a poison pattern that no valid answer has before every
+    checked run, so an implementation that skips writing part of it cannot pass the check with a
+    stale answer left in memory.
+    """
+
+    output: torch.Tensor
 
     @abstractmethod
     def run(self) -> None:
@@ -44,6 +58,14 @@ class Implementation(ABC):
     summary: ClassVar[str]
     #: Largest k accepted, or None for any k.
     max_k: ClassVar[int | None] = None
+    #: ``run()`` can be captured in a CUDA graph (no host sync, no allocation). An implementation
+    #: that cannot is timed eagerly and its rows say so.
+    graph_capturable: ClassVar[bool] = True
+    #: Among entries equal to the k-th largest value the lowest indices win, and the output order
+    #: is the same on every call: the exactness check then compares index sets, not only values.
+    deterministic: ClassVar[bool] = False
+    #: The interface version this implementation was written against.
+    interface_version: ClassVar[int] = INTERFACE_VERSION
 
     def unavailable_reason(self) -> str | None:
         """Why this implementation cannot run on this machine, or None when it can."""
