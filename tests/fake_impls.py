@@ -15,14 +15,51 @@ from topkbench.impls.library import finish_indices
 class _Runner(Runner):
     def __init__(self, fn, logits, lengths, k):
         self._fn, self._logits, self._lengths, self._k = fn, logits, lengths, k
-        self._out: torch.Tensor | None = None
+        self.output = torch.empty((logits.shape[0], k), dtype=torch.int32)
 
     def run(self) -> None:
-        self._out = self._fn(self._logits, self._lengths, self._k)
+        self.output.copy_(self._fn(self._logits, self._lengths, self._k))
 
     def result(self) -> torch.Tensor:
-        assert self._out is not None
-        return self._out
+        return self.output
+
+
+class _LeftoverRunner(_Runner):
+    """Finds the correct answer already in its output buffer, as a buffer recycled by the
+    allocator from another implementation can hold it; ``rows_written`` says how much of it
+    run() then writes: without the harness's poison, such a runner passes the check."""
+
+    rows_written = 0.0
+
+    def __init__(self, fn, logits, lengths, k):
+        super().__init__(fn, logits, lengths, k)
+        self.output.copy_(_one_wrong_free(logits, lengths, k))
+
+    def run(self) -> None:
+        rows = int(self.output.shape[0] * self.rows_written)
+        if rows:
+            self.output[:rows] = _one_wrong_free(self._logits, self._lengths, self._k)[:rows]
+
+
+class _NothingRunner(_LeftoverRunner):
+    rows_written = 0.0
+
+
+class _HalfRunner(_LeftoverRunner):
+    rows_written = 0.5
+
+
+class _PrecomputedRunner(_Runner):
+    """Selects once at prepare and copies that answer in every run(): every element is written
+    (so the poison does not catch it) and it is exact for the inputs it was prepared on, but the
+    indices are stale once the scores change in place, as in a CUDA-graph replay."""
+
+    def __init__(self, fn, logits, lengths, k):
+        super().__init__(fn, logits, lengths, k)
+        self._answer = _one_wrong_free(logits, lengths, k)
+
+    def run(self) -> None:
+        self.output.copy_(self._answer)
 
 
 def _ignore_lengths(logits, lengths, k):
@@ -55,9 +92,46 @@ def _raise(logits, lengths, k):
 class _Fake(Implementation):
     device = Device.CPU
     fn = None
+    runner = _Runner
 
     def _prepare(self, logits, lengths, k):
-        return _Runner(type(self).fn, logits, lengths, k)
+        return type(self).runner(type(self).fn, logits, lengths, k)
+
+
+class WritesNothing(_Fake):
+    name = "writes-nothing"
+    summary = "test: run() writes nothing (a correct answer is left over in its buffer)"
+    runner = _NothingRunner
+
+
+class WritesHalf(_Fake):
+    name = "writes-half"
+    summary = "test: run() writes only the first half of the rows"
+    runner = _HalfRunner
+
+
+class StaleIndices(_Fake):
+    name = "stale-indices"
+    summary = "test: selects at prepare, run() copies that answer (stale once the scores change)"
+    runner = _PrecomputedRunner
+
+
+class CorrectDeterministic(_Fake):
+    """Exact, and declares the lowest-index tie rule it keeps (a stable descending sort)."""
+
+    name = "correct-deterministic"
+    summary = "test: stable sort, lowest-index ties"
+    deterministic = True
+    fn = staticmethod(lambda logits, lengths, k: _lowest_index_topk(logits, lengths, k))
+
+
+class ClaimsDeterministic(_Fake):
+    """Exact values, but picks the highest-index ties while declaring determinism."""
+
+    name = "claims-deterministic"
+    summary = "test: highest-index ties, declared deterministic"
+    deterministic = True
+    fn = staticmethod(lambda logits, lengths, k: _highest_index_topk(logits, lengths, k))
 
 
 class IgnoresLengths(_Fake):
@@ -97,7 +171,34 @@ def _one_wrong_free(logits, lengths, k):
     return finish_indices(torch.topk(x, min(k, width), dim=1).indices, lengths, width, k)
 
 
+def _masked(logits, lengths):
+    rows, width = logits.shape
+    if lengths is None:
+        return logits
+    cols = torch.arange(width).unsqueeze(0)
+    return torch.where(cols < lengths.to(torch.int64).unsqueeze(1), logits, torch.full_like(logits, float("-inf")))
+
+
+def _lowest_index_topk(logits, lengths, k):
+    x = _masked(logits, lengths)
+    x = torch.where(torch.isnan(x), torch.full_like(x, float("inf")), x)  # no NaN in these tests' data
+    order = torch.sort(x, dim=1, descending=True, stable=True).indices[:, :k]
+    return finish_indices(order, lengths, logits.shape[1], k)
+
+
+def _highest_index_topk(logits, lengths, k):
+    x = _masked(logits, lengths).flip(1)
+    order = torch.sort(x, dim=1, descending=True, stable=True).indices[:, :k]
+    flipped = logits.shape[1] - 1 - order
+    return finish_indices(flipped, lengths, logits.shape[1], k)
+
+
 ENTRIES = {
+    "writes-nothing": "fake_impls:WritesNothing",
+    "writes-half": "fake_impls:WritesHalf",
+    "stale-indices": "fake_impls:StaleIndices",
+    "correct-deterministic": "fake_impls:CorrectDeterministic",
+    "claims-deterministic": "fake_impls:ClaimsDeterministic",
     "ignores-lengths": "fake_impls:IgnoresLengths",
     "one-wrong": "fake_impls:OneWrong",
     "raises": "fake_impls:Raises",

@@ -191,11 +191,11 @@ def test_unknown_and_gpu_impls_are_refused():
         resolve_implementations(cfg, ["torch"])
 
 
-def test_progress_callback(tmp_path, fixed_bandwidth):
+def test_point_callback(tmp_path, fixed_bandwidth):
     seen = []
-    run_sweep(tiny(), tmp_path, on_progress=lambda n, label: seen.append((n, label)))
-    assert len(seen) == 4 and sum(n for n, _ in seen) == 8
-    assert all("rows=" in label for _, label in seen)
+    run_sweep(tiny(), tmp_path, on_point=lambda task, rows, seconds: seen.append((task, len(rows), seconds)))
+    assert len(seen) == 4 and sum(n for _, n, _ in seen) == 8
+    assert all("rows=" in task.label and seconds > 0 for task, _, seconds in seen)
 
 
 def test_slices_of_a_config_share_one_run(tmp_path, fixed_bandwidth):

@@ -19,36 +19,12 @@ from typing import Any, Iterator, Mapping, Sequence
 import yaml
 
 from topkbench.errors import ConfigError
+from topkbench.timing import L2Mode, TimingMode, TimingSettings
 from topkbench.workload import Distribution, LengthMode
-
-
-class TimingMode(str, Enum):
-    GRAPH = "graph"
-    EAGER = "eager"
-
-
-class L2Mode(str, Enum):
-    HOT = "hot"
-    COLD = "cold"
 
 
 #: ``implementations: available`` means every implementation usable on this machine.
 AVAILABLE = "available"
-
-
-@dataclass(frozen=True)
-class TimingSettings:
-    mode: TimingMode = TimingMode.GRAPH
-    l2: tuple[L2Mode, ...] = (L2Mode.HOT,)
-    #: Selections per timed sample (CUDA-graph launches per replay, eager launches per sample).
-    launches_per_sample: int = 20
-    warmup: int = 3
-    min_samples: int = 10
-    max_samples: int = 200
-    #: Stop sampling an implementation once (p80 - p20) / median is at or under this.
-    noise_target: float = 0.05
-    #: Seconds of sampling allowed per point for all its implementations together.
-    budget_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +178,8 @@ def _parse_timing(data: Any) -> TimingSettings:
         if isinstance(data["mode"], list):
             raise _fail("timing.mode", "expected one value, not a list")
         kwargs["mode"] = _enum_list("timing.mode", data["mode"], TimingMode)[0]
+        if kwargs["mode"] is TimingMode.HOST:
+            raise _fail("timing.mode", "'host' is chosen for CPU implementations; give graph or eager")
     if "l2" in data:
         kwargs["l2"] = _enum_list("timing.l2", data["l2"], L2Mode)
     for key in ("launches_per_sample", "warmup", "min_samples", "max_samples"):

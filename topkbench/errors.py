@@ -62,3 +62,29 @@ class VerificationFailed(TopkbenchError):
     """At least one implementation returned a wrong answer in ``topkbench verify``."""
 
     exit_code = 1
+
+
+class SignalInterrupt(BaseException):
+    """SIGTERM (or another termination signal) turned into an exception, as SIGINT becomes
+    KeyboardInterrupt: long work catches both, keeps what it has written and stops."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+#: What long-running work catches to stop cleanly.
+INTERRUPTS = (KeyboardInterrupt, SignalInterrupt)
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """The shell convention: 128 + the signal number (SIGINT 130, SIGTERM 143)."""
+    return 128 + (exc.signum if isinstance(exc, SignalInterrupt) else 2)
+
+
+class Interrupted(TopkbenchError):
+    """Work stopped by Ctrl-C or SIGTERM; the message says what was kept and how to go on."""
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 130) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code

@@ -29,6 +29,9 @@ class DeviceInfo:
     cuda_version: str
     cupy_version: str
     torch_version: str
+    compute_capability: str = ""
+    device_index: int = -1
+    device_uuid: str = ""
 
     @property
     def is_cuda(self) -> bool:
@@ -76,13 +79,20 @@ def device_slug(cuda_index: int | None) -> str:
     return slug(torch.cuda.get_device_properties(cuda_index).name)
 
 
+def _uuid(props: object) -> str:
+    uuid = str(getattr(props, "uuid", "") or "")
+    return uuid if not uuid or uuid.startswith("GPU-") else f"GPU-{uuid}"
+
+
 def device_info(cuda: bool) -> DeviceInfo:
     """The device a run measures: the current CUDA device, or this machine's CPU."""
     if cuda:
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
         name = props.name
         return DeviceInfo(name, slug(name), props.multi_processor_count, int(getattr(props, "L2_cache_size", 0)),
-                          _driver_version(), torch.version.cuda or "", _cupy_version(), torch.__version__)
+                          _driver_version(), torch.version.cuda or "", _cupy_version(), torch.__version__,
+                          f"{props.major}.{props.minor}", index, _uuid(props))
     name = f"cpu: {_cpu_name()}"
     return DeviceInfo(name, device_slug(None), os.cpu_count() or 1, 0, "", "", _cupy_version(),
                       torch.__version__)

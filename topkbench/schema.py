@@ -1,16 +1,18 @@
-"""The columns of a result row (DESIGN.md section 7): one row per (point, implementation).
+"""The columns of a result row (docs/design.md section 7): one row per (point, implementation).
 
 Everything that reads results (fit, report) relies on these names; bump SCHEMA_VERSION when a
-column changes meaning.
+column changes meaning or is added, and give older files' missing columns a default in
+``ADDED_SINCE`` so that they still read.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any, Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Status(str, Enum):
@@ -67,7 +69,18 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("git_dirty", pa.bool_(), "the checkout had uncommitted changes"),
     ("config_name", pa.string(), "sweep config name"),
     ("config_hash", pa.string(), "hash of the normalised config"),
-    ("kernel_hash", pa.string(), "hash of the kernel source with its headers and defines (empty for library code)"),
+    ("kernel_hash", pa.string(), "hash of the kernel source with its headers and defines (a plugin: of its file "
+                                 "or distribution; empty for library code)"),
+    ("impl_source", pa.string(), "where the implementation came from: builtin, or a plugin's entry point, path or "
+                                 "module"),
+    ("impl_version", pa.string(), "the implementation's version (topkbench's for built-ins, the plugin's otherwise)"),
+    ("deterministic", pa.bool_(), "the implementation promises lowest-index ties and a fixed output order, and the "
+                                  "check held it to that"),
+    ("compute_capability", pa.string(), "CUDA compute capability, e.g. 9.0 (empty on CPU)"),
+    ("device_index", pa.int64(), "CUDA device index the point ran on (-1 on CPU)"),
+    ("device_uuid", pa.string(), "the GPU's UUID (empty on CPU)"),
+    ("device_flag", pa.string(), "why this device's timings are suspect (e.g. it disagreed with the other GPUs "
+                                 "of a multi-GPU sweep on the calibration points); empty when none"),
     ("seed", pa.int64(), "workload seed"),
     ("timestamp", pa.string(), "UTC ISO-8601 time the row was measured"),
     ("run_id", pa.string(), "the sweep run that measured it"),
@@ -77,4 +90,23 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
 
 SCHEMA = pa.schema([pa.field(name, dtype, metadata={"doc": doc}) for name, dtype, doc in _FIELDS])
 COLUMNS = tuple(SCHEMA.names)
-DOCS = {name: doc for name, _, doc in _FIELDS}
+
+#: Columns added after schema version 1, with the value a version-1 file is read with.
+ADDED_SINCE: dict[int, dict[str, Any]] = {
+    2: {"impl_source": "builtin", "impl_version": "", "deterministic": False, "compute_capability": "",
+        "device_index": -1, "device_uuid": "", "device_flag": ""},
+}
+
+
+class RowError(ValueError):
+    """A result row that does not have exactly the schema's columns (a bug in the writer)."""
+
+
+def build_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A result row in schema column order, refusing missing or unknown columns: every writer
+    goes through here, so a new column cannot be forgotten by one of them."""
+    missing = [c for c in COLUMNS if c not in values]
+    unknown = [c for c in values if c not in SCHEMA.names]
+    if missing or unknown:
+        raise RowError(f"result row: missing columns {missing}, unknown columns {unknown}")
+    return {c: values[c] for c in COLUMNS}

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from topkbench.errors import StoreError
-from topkbench.schema import COLUMNS, KEY_COLUMNS, SCHEMA, SCHEMA_VERSION
+from topkbench.schema import ADDED_SINCE, COLUMNS, KEY_COLUMNS, SCHEMA, SCHEMA_VERSION
 
 PARTS_SUFFIX = ".parts"
 
@@ -161,13 +161,20 @@ def read_file(path: Path) -> pd.DataFrame:
     if "schema_version" not in table.column_names:
         raise StoreError(f"{path}: not a topkbench result file (no schema_version column)")
     versions = set(table.column("schema_version").to_pylist())
-    if versions - {SCHEMA_VERSION}:
-        raise StoreError(f"{path}: schema version {sorted(versions)} is not supported (this topkbench reads {SCHEMA_VERSION})",
-                         hint="read it with the topkbench version that wrote it")
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    if len(versions) > 1 or not versions <= set(range(1, SCHEMA_VERSION + 1)):
+        raise StoreError(f"{path}: schema version {sorted(versions)} is not supported (this topkbench reads "
+                         f"1 to {SCHEMA_VERSION})", hint="read it with the topkbench version that wrote it")
+    version = versions.pop() if versions else SCHEMA_VERSION
+    # columns added after the file's version are read with their documented defaults
+    defaults = {c: v for since, added in ADDED_SINCE.items() if since > version for c, v in added.items()}
+    missing = [c for c in COLUMNS if c not in table.column_names and c not in defaults]
     if missing:
         raise StoreError(f"{path}: not a topkbench result file (missing columns: {', '.join(missing[:5])})")
-    frame = table.select(list(COLUMNS)).to_pandas()
+    frame = table.select([c for c in COLUMNS if c in table.column_names]).to_pandas()
+    for column, value in defaults.items():
+        if column not in frame:
+            frame[column] = value
+    frame = frame[list(COLUMNS)]
     frame["source_file"] = str(path)
     return frame
 

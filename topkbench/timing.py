@@ -19,13 +19,72 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable
 
 import numpy as np
 import torch
 
-from topkbench.config import L2Mode, TimingMode, TimingSettings
-from topkbench.impls.base import Runner
+from topkbench.impls.base import Device, Implementation, Runner
+
+
+class TimingMode(str, Enum):
+    """How a sample is taken: a CUDA graph of N launches replayed, N eager launches, or (CPU
+    implementations) the host clock."""
+
+    GRAPH = "graph"
+    EAGER = "eager"
+    HOST = "host"
+
+
+class L2Mode(str, Enum):
+    HOT = "hot"
+    COLD = "cold"
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    mode: TimingMode = TimingMode.GRAPH
+    l2: tuple[L2Mode, ...] = (L2Mode.HOT,)
+    #: Selections per timed sample (CUDA-graph launches per replay, eager launches per sample).
+    launches_per_sample: int = 20
+    warmup: int = 3
+    min_samples: int = 10
+    max_samples: int = 200
+    #: Stop sampling an implementation once (p80 - p20) / median is at or under this.
+    noise_target: float = 0.05
+    #: Seconds of sampling allowed per implementation of a point (a point with three
+    #: implementations may sample for three times this).
+    budget_s: float = 2.0
+
+
+def timing_mode_of(impl: Implementation, settings: TimingSettings) -> TimingMode:
+    """The clock an implementation is timed with: the host clock on the CPU; on the GPU the
+    configured mode, except that an implementation that cannot be graph-captured runs eagerly."""
+    if impl.device is Device.CPU:
+        return TimingMode.HOST
+    if settings.mode is TimingMode.GRAPH and not impl.graph_capturable:
+        return TimingMode.EAGER
+    return settings.mode
+
+
+def cold_l2_unsupported_reason(impl: Implementation) -> str | None:
+    return "cold-L2 timing is a GPU mode" if impl.device is Device.CPU else None
+
+
+def cold_l2_flush_buffer(l2_bytes: int) -> torch.Tensor:
+    """A buffer whose read-modify-write evicts the inputs from an L2 of ``l2_bytes``: twice the
+    L2, and at least 64 MiB where the device reports no L2 size."""
+    return torch.zeros(max(2 * l2_bytes, 64 << 20) // 4, dtype=torch.float32, device="cuda")
+
+
+def make_clock(impl: Implementation, runner: Runner, settings: TimingSettings, l2: L2Mode,
+               flush: torch.Tensor | None = None) -> "Clock":
+    """The clock that times ``runner`` as ``impl`` must be timed (see :func:`timing_mode_of`)."""
+    mode = timing_mode_of(impl, settings)
+    if mode is TimingMode.HOST:
+        return HostClock(runner)
+    return CudaClock(runner, mode, l2, settings.launches_per_sample, flush)
 
 #: Samples taken from one clock per round of the interleaving.
 SAMPLES_PER_ROUND = 3
@@ -94,7 +153,7 @@ class Clock(ABC):
 
 
 class HostClock(Clock):
-    timing_mode = "host"
+    timing_mode = TimingMode.HOST.value
 
     def __init__(self, runner: Runner, min_sample_ns: int = MIN_HOST_SAMPLE_NS) -> None:
         self._runner = runner
@@ -123,6 +182,7 @@ class CudaClock(Clock):
     def __init__(self, runner: Runner, mode: TimingMode, l2: L2Mode, launches: int,
                  flush: torch.Tensor | None = None) -> None:
         self._runner = runner
+        self._mode = mode
         self.timing_mode = mode.value
         self._cold = l2 is L2Mode.COLD
         if self._cold and flush is None:
@@ -144,7 +204,7 @@ class CudaClock(Clock):
             for _ in range(max(1, times)):
                 self._runner.run()
         self._stream.synchronize()
-        if self.timing_mode == TimingMode.GRAPH.value and self._graph is None:
+        if self._mode is TimingMode.GRAPH and self._graph is None:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self._stream):
                 self._launch_all()
@@ -179,6 +239,7 @@ def measure_interleaved(
     stats = {name: Stats(noise_target=settings.noise_target) for name in clocks}
     for clock in clocks.values():
         clock.warmup(settings.warmup)
+    # budget_s is per implementation: a point's sampling ends after budget_s x implementations
     deadline = now() + settings.budget_s * max(1, len(clocks))
     active = list(clocks)
     while active:

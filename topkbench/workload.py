@@ -151,6 +151,11 @@ class PointInputs:
         self.primary = make_workload(spec, "cuda" if cuda else "cpu")
         self._cpu: Workload | None = None if cuda else self.primary
 
+    def devices(self) -> list[str]:
+        """The device types this point's inputs exist on so far."""
+        return [self.primary.logits.device.type] + (["cpu"] if self._cpu is not None and self._cpu is not self.primary
+                                                   else [])
+
     def on(self, device_type: str) -> Workload:
         if device_type == self.primary.logits.device.type:
             return self.primary

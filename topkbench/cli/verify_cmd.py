@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from topkbench.config import load_config
 from topkbench.errors import VerificationFailed
+from topkbench.schema import Status
 from topkbench.terminal import console, simple_table
 from topkbench.verify import CaseResult, verify
 
@@ -29,23 +30,24 @@ def verify_command(
     results = outcome.results
     by_cell: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for r in results:
-        by_cell[(r.impl, r.distribution)][r.outcome] += 1
+        by_cell[(r.impl, r.distribution)][r.status] += 1
     rows = []
     for (name, dist), counts in sorted(by_cell.items()):
-        verdict = "FAIL" if counts["fail"] or counts["error"] else "pass"
-        rows.append((name, dist, counts["pass"], counts["fail"], counts["error"], counts["unsupported"], verdict))
-    console().print(simple_table(("implementation", "distribution", "pass", "fail", "error", "unsupported", ""), rows,
-                                 title=f"exactness over {cfg.name}"))
-    failures: list[CaseResult] = [r for r in results if r.outcome in ("fail", "error")]
+        verdict = "FAIL" if counts[Status.WRONG] or counts[Status.ERROR] else "pass"
+        rows.append((name, dist, counts[Status.OK], counts[Status.WRONG], counts[Status.ERROR],
+                     counts[Status.UNSUPPORTED], verdict))
+    console().print(simple_table(("implementation", "distribution", "exact", "wrong", "error", "unsupported", ""),
+                                 rows, title=f"exactness over {cfg.name}"))
+    failures: list[CaseResult] = [r for r in results if r.status in (Status.WRONG, Status.ERROR)]
     for r in failures[:20]:
-        term.print(f"  [red]{r.outcome}[/red] {r.impl} rows={r.rows} seq_len={r.seq_len} k={r.k} "
+        term.print(f"  [red]{r.status.value}[/red] {r.impl} rows={r.rows} seq_len={r.seq_len} k={r.k} "
                    f"{r.length_mode} {r.distribution}: {r.detail}")
     if outcome.stopped_by is not None:
         raise outcome.stopped_by
     if failures:
         raise VerificationFailed(f"{len(failures)} of {len(results)} cases failed",
                                  hint="the lines above name each failing case")
-    term.print(f"all {sum(r.outcome == 'pass' for r in results)} checked cases exact")
+    term.print(f"all {sum(r.status is Status.OK for r in results)} checked cases exact")
 
 
 def register(app: typer.Typer) -> None:
