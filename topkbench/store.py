@@ -1,4 +1,4 @@
-"""Tidy Parquet results (DESIGN.md section 7).
+"""Tidy Parquet results (docs/design.md section 7).
 
 A sweep run lives at ``<out>/<gpu_slug>/<config>-<confighash8>-<run_id>``: while it runs, each
 finished point is one part file in ``<stem>.parts/``, written to a temporary name, synced and
@@ -6,16 +6,26 @@ renamed, so a SIGKILL loses at most the point in flight and never leaves half a 
 compacts the parts into ``<stem>.parquet``. A resumed sweep finds the newest run of the same
 config hash and skips every (point, implementation) it already holds.
 
+Any number of processes may write into one run at once (slices, resumes in another shell, the
+workers of a multi-GPU sweep, shards on a shared file system). Each writer names its parts with
+its own writer id, so no two ever collide. Writers hold ``<stem>.lock`` shared while they write a
+part or read the run; compaction holds it exclusively, merges the parts it listed into the final
+file, and deletes exactly those parts: a part written after the listing stays for the next
+compaction, so no measurement is lost or counted twice.
+
 ``read_results`` reads files and folders (recursively, parts included) as one DataFrame, and
 rejects files that are not topkbench Parquet with one clear line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import os
 import secrets
-import shutil
+import socket
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -38,17 +48,42 @@ def row_key(row: dict[str, Any] | pd.Series) -> tuple:
     return tuple(row[c] for c in KEY_COLUMNS)
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def io_error(exc: OSError, what: str) -> StoreError:
+    """A StoreError for a file-system failure, with a hint for the common causes."""
+    reason = exc.strerror or str(exc)
+    hints = {errno.EACCES: "check the folder's permissions, or give another --out",
+             errno.EROFS: "the file system is read-only: give another --out",
+             errno.ENOSPC: "free some space; the parts written so far are kept and a re-run resumes",
+             errno.EEXIST: "a file is in the way of a folder: give another --out",
+             errno.ENOTDIR: "a file is in the way of a folder: give another --out"}
+    return StoreError(f"{what}: {reason} ({exc.filename or ''})".replace(" ()", ""),
+                      hint=hints.get(exc.errno or 0, "check the path and the disk"))
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so that readers see the old file or the new one, never half,
+    and no temporary file is left behind, whatever fails."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(2)}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def writer_id() -> str:
+    """This process's name in part files: host, pid and a random suffix (pids repeat across hosts)."""
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:32]
+    return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -68,14 +103,30 @@ class RunStore:
         self.run_id = run_id
         self.final_path = directory / f"{stem}.parquet"
         self.parts_dir = directory / f"{stem}{PARTS_SUFFIX}"
-        #: Index of the next part file, counted from the folder once (not per point).
-        self._next_part: int | None = None
+        self.lock_path = directory / f".{stem}.lock"
+        self._writer = writer_id()
+        self._next_part = 0
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool):
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @classmethod
     def open(cls, out_dir: Path, gpu_slug: str, config_name: str, config_hash: str, resume: bool) -> "RunStore":
         """The newest run of this config under ``out_dir/gpu_slug`` when resuming, else a new one."""
         directory = Path(out_dir) / gpu_slug
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".write-probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise io_error(exc, f"cannot write results under {directory}") from None
         prefix = f"{config_name}-{config_hash[:8]}-"
         if resume:
             stems = {p.name[: -len(PARTS_SUFFIX)] if p.name.endswith(PARTS_SUFFIX) else p.stem
@@ -98,8 +149,9 @@ class RunStore:
         return files
 
     def read(self) -> pd.DataFrame:
-        files = self._files()
-        return read_results(files) if files else empty_frame()
+        with self._locked(exclusive=False):
+            files = self._files()
+            return read_results(files) if files else empty_frame()
 
     def done_keys(self) -> set[tuple]:
         """The KEY_COLUMNS tuple of every row this run holds."""
@@ -109,28 +161,39 @@ class RunStore:
         """Write the rows of one point as a new part file (atomically)."""
         if not rows:
             return None
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        if self._next_part is None:
-            self._next_part = len(list(self.parts_dir.glob("part-*.parquet")))
-        # The index orders the parts; the random suffix keeps two writers from ever colliding.
-        path = self.parts_dir / f"part-{self._next_part:06d}-{secrets.token_hex(3)}.parquet"
-        _write_atomic(to_table(rows), path)
+        table = to_table(rows)
+        path = self.parts_dir / f"part-{self._writer}-{self._next_part:06d}.parquet"
+        try:
+            with self._locked(exclusive=False):
+                self.parts_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(table, path)
+        except OSError as exc:
+            raise io_error(exc, "cannot write a result part") from None
         self._next_part += 1
         return path
 
     def finalize(self) -> Path | None:
         """Compact the final file and the parts into the final file; remove the parts."""
-        files = self._files()
-        if not files:
-            return None
-        if files == [self.final_path]:
-            return self.final_path
-        frame = read_results(files)
-        frame = frame.drop_duplicates(subset=list(KEY_COLUMNS), keep="first")
-        frame = frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
-        _write_atomic(pa.Table.from_pandas(frame[list(COLUMNS)], schema=SCHEMA, preserve_index=False), self.final_path)
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
-        self._next_part = None
+        try:
+            with self._locked(exclusive=True):
+                files = self._files()
+                if not files:
+                    return None
+                if files == [self.final_path]:
+                    return self.final_path
+                frame = read_results(files)
+                frame = frame.drop_duplicates(subset=list(KEY_COLUMNS), keep="first")
+                frame = frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+                table = pa.Table.from_pandas(frame[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+                write_atomic(table, self.final_path)
+                # Only the parts merged above: a writer may add more after the listing.
+                for part in files:
+                    if part != self.final_path:
+                        part.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.parts_dir.rmdir()  # only when no other writer's part is left
+        except OSError as exc:
+            raise io_error(exc, "cannot compact the run's parts (they are kept; a re-run retries)") from None
         return self.final_path
 
 
@@ -152,9 +215,18 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+class _VanishedPart(Exception):
+    """A part file was compacted away between listing and reading it (its rows are in the final
+    file by then): list again."""
+
+
 def read_file(path: Path) -> pd.DataFrame:
     try:
         table = pq.read_table(path)
+    except FileNotFoundError:
+        if path.parent.name.endswith(PARTS_SUFFIX):
+            raise _VanishedPart(str(path)) from None
+        raise StoreError(f"no such result file: {path}") from None
     except (pa.ArrowException, OSError) as exc:
         raise StoreError(f"{path}: not a readable Parquet file ({(str(exc).splitlines() or [''])[0]})",
                          hint="the file may be truncated or not a topkbench result; move it aside and re-run") from None
@@ -184,9 +256,17 @@ def read_results(paths: Iterable[str | Path]) -> pd.DataFrame:
 
     A row measured twice in one run (a crash between compaction and clean-up) is kept once.
     """
-    files = _expand(paths)
-    if not files:
-        raise StoreError("no result files found", hint="give Parquet files or folders written by 'topkbench sweep'")
-    frames = [read_file(p) for p in files]
+    paths = list(paths)
+    for attempt in range(5):
+        files = _expand(paths)
+        if not files:
+            raise StoreError("no result files found", hint="give Parquet files or folders written by 'topkbench sweep'")
+        try:
+            frames = [read_file(p) for p in files]
+            break
+        except _VanishedPart:
+            if attempt == 4:
+                raise StoreError("the results changed under every read (a sweep is compacting them)",
+                                 hint="read again once the sweep has finished") from None
     frame = pd.concat(frames, ignore_index=True)
     return frame.drop_duplicates(subset=["run_id", *KEY_COLUMNS], keep="first").reset_index(drop=True)

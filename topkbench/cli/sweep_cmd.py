@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 
 import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from topkbench.config import load_config
+from topkbench.progress import PlainProgress, SweepEta, format_duration, task_features
 from topkbench.store import RunStore
-from topkbench.sweep import Plan, run_sweep
+from topkbench.sweep import Plan, PointTasks, run_sweep
 from topkbench.terminal import console, status_counts, summary_table
 
 
@@ -31,25 +32,34 @@ def sweep(
     cfg = load_config(config)
     restriction = cfg.parse_only(only) if only else None
     term = console(stderr=True)
+    # a bar on a terminal; a plain line every 30 s in a log, where a bar would print nothing useful
+    bar = term.is_terminal and not quiet
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=term,
-                        disable=quiet, transient=False)
-    task_id = None
+                        TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"), console=term,
+                        disable=not bar, transient=False)
+    state: dict = {}
 
     def on_plan(plan: Plan, store: RunStore) -> None:
-        nonlocal task_id
         scope = f"{sum(1 for _ in cfg.points(restriction))} of {cfg.num_points}" if restriction else f"{cfg.num_points}"
         term.print(f"[bold]{cfg.name}[/bold]: {scope} points, run {store.run_id} -> {store.directory}")
         term.print(f"  {plan.to_measure} measurements to take, {plan.unsupported} unsupported, "
                    f"{plan.already_done} already in this run")
-        task_id = progress.add_task("sweep", total=plan.to_measure)
+        state["eta"] = eta = SweepEta([task_features(len(t.measure), t.point.rows * t.point.seq_len * 4)
+                                       for t in plan.tasks])
+        state["plain"] = PlainProgress(plan.to_measure, term.print) if not bar and not quiet else None
+        state["task"] = progress.add_task("sweep", total=plan.to_measure, eta=format_duration(eta.remaining_s))
         progress.start()
 
-    def on_progress(done: int, label: str) -> None:
-        progress.update(task_id, advance=done, description=label)
+    def on_point(task: PointTasks, rows: list, seconds: float) -> None:
+        eta: SweepEta = state["eta"]
+        eta.point_done(seconds)
+        remaining = format_duration(eta.remaining_s)
+        progress.update(state["task"], advance=len(task.measure), description=task.label, eta=remaining)
+        if state["plain"] is not None:
+            state["plain"].advance(len(task.measure), task.label, eta.remaining_s)
 
     try:
-        outcome = run_sweep(cfg, out, impl, resume, on_plan, on_progress, only=restriction)
+        outcome = run_sweep(cfg, out, impl, resume, on_plan, on_point, only=restriction)
     finally:
         progress.stop()
     if outcome.path is not None:
