@@ -1,6 +1,7 @@
 """Top-k implementations: the interface, the library baselines and the registry."""
 
-from topkbench.impls.base import Device, Implementation, Runner
-from topkbench.impls.registry import available, get, names, require
+from topkbench.impls.base import INTERFACE_VERSION, Device, Implementation, Runner
+from topkbench.impls.registry import available, get, names, provenance_of, require
 
-__all__ = ["Device", "Implementation", "Runner", "available", "get", "names", "require"]
+__all__ = ["INTERFACE_VERSION", "Device", "Implementation", "Runner", "available", "get", "names",
+           "provenance_of", "require"]

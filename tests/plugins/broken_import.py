@@ -1,0 +1,3 @@
+"""A plugin that fails to import."""
+
+import topkbench_no_such_module  # noqa: F401
