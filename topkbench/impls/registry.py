@@ -31,7 +31,7 @@ _ENTRIES: dict[str, str] = {
 
 #: Plugins that ship inside topkbench. They load like any plugin (so their rows are not
 #: "builtin" and a fit never picks them unless told to) and say themselves when they cannot run.
-BUNDLED_PLUGINS: tuple[str, ...] = ()
+BUNDLED_PLUGINS = ("topkbench.plugins.flashinfer",)
 
 _plugins: dict[str, LoadedPlugin] = {}
 # Specs already loaded, by identity (absolute path or module name): loading is idempotent.
