@@ -15,8 +15,8 @@ from synthetic import make_frame
 from test_fit import planted
 from topkbench import __version__, codegen, dispatch
 from topkbench.evaluate import evaluate
-from topkbench.fit import Thresholds, fit
-from topkbench.points import select_points
+from topkbench.fit import fit
+from topkbench.results import select_points
 from topkbench.schema import COLUMNS, SCHEMA
 from topkbench.store import read_results
 
@@ -84,9 +84,11 @@ def test_module_runs_without_topkbench_and_agrees_with_the_fit(tmp_path):
     assert out["picks"][len(training):] == ["per_row", "large_context", "large_context", "per_row"]
     assert json.loads(json.dumps(result.thresholds.to_data())) == out["thresholds"]
     assert out["gpu"] == "synthetic-gpu"
-    # the report redraws an installed module's table from its THRESHOLDS alone
-    loaded = Thresholds.from_data(dispatch.load_heuristic_module(module).THRESHOLDS)
+    # what impl="auto" loads answers the same
+    loaded = dispatch.load_heuristic_module(module)
     assert [loaded.select(*q) for q in training + outside] == out["picks"]
+    assert loaded.DEVICE == {"name": "Synthetic GPU", "slug": "synthetic-gpu", "compute_capability": "9.0",
+                             "sm_count": 132, "l2_bytes": 50 * 2**20, "bandwidth_gbs": 3000.0}
 
 
 def test_banner_names_the_data_and_the_figures(tmp_path):
@@ -96,7 +98,7 @@ def test_banner_names_the_data_and_the_figures(tmp_path):
     doc = ast.get_docstring(ast.parse(source))
     assert "run-a.parquet: 20260101T000000-abcd" in doc
     assert str(tmp_path) not in source  # basenames only
-    assert "Synthetic GPU (slug synthetic-gpu)" in doc
+    assert "GPU: Synthetic GPU (compute capability 9.0, 132 SMs, 3000 GB/s) (slug synthetic-gpu)" in doc
     assert "per_row feedbeef1234" in doc
     assert f"fitted with topkbench {__version__}" in doc
     assert "fit, held-out seq_len" in doc and "always per_row" in doc and "rule proposal" in doc
@@ -121,10 +123,15 @@ def test_json_and_markdown_carry_thresholds_and_figures(tmp_path):
     assert data["combine"] == "worst regret over length modes and distributions"
     assert len(data["cells"]) == len(result.points.cells)
     labels = [row["label"] for row in data["evaluation"]]
-    assert labels[:3] == ["fit, held-out seq_len", "fit, held-out rows", "fit, training points"]
+    assert labels[:5] == ["fit, held-out seq_len", "fit, held-out rows", "fit, held-out random 20%", "fit, in-sample",
+                          "per-cell best, in-sample"]
+    assert data["complexity"] == {"k_bands": 1, "row_bands": 2, "cuts": 1}
+    chosen = [c for c in data["model_selection"] if (c["k_bands"], c["row_bands"], c["cuts"]) == (1, 2, 1)]
+    assert chosen[0]["score"] == min(c["score"] for c in data["model_selection"])
     md = codegen.render_markdown(result, evaluation)
-    assert "| any k (fitted at k = 256, 2048) | rows < 8 | seq_len < 5793 | per_row |" in md
-    assert "| any k (fitted at k = 256, 2048) | rows >= 8 | seq_len >= 2897 | large_context |" in md
+    assert "| any k (fitted at k = 256, 2048) | rows < 8 | seq_len < 5800 | per_row |" in md
+    assert "| any k (fitted at k = 256, 2048) | rows >= 8 | seq_len >= 2900 | large_context |" in md
+    assert "| fit, held-out random 20% | 1.0146 | 1.5000 | 96.4% | 0/56 | random 20% held out (5 folds) |" in md
 
 
 def test_infinite_figures_stay_valid_python(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from topkbench import codegen, dispatch
 from topkbench.errors import UsageError
 from topkbench.fit import fit
-from topkbench.points import select_points
+from topkbench.results import select_points
 
 from synthetic import make_frame
 from test_fit import planted

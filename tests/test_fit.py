@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from synthetic import make_frame
-from topkbench import rules
+from topkbench import holdout, rules
 from topkbench.errors import FitError, UsageError
-from topkbench.evaluate import Figures, evaluate, held_out
-from topkbench.fit import cut_between, fit, fit_thresholds
-from topkbench.points import Points, select_points
+from topkbench.evaluate import evaluate
+from topkbench.fit import Complexity, cut_between, fit, fit_thresholds, interpolated_cut
+from topkbench.results import Figures, Points, select_points
 
 ROWS = [1, 4, 16, 64]
 SEQ = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
@@ -38,18 +38,48 @@ def test_cut_between_is_the_rounded_up_geometric_midpoint():
         assert a < cut_between(a, b) <= b
 
 
+def test_interpolated_cut_goes_where_the_regret_difference_crosses_zero():
+    # the lower side wins by 2.5x at 2048 and loses by 1.2x at 8192: the cut sits near 8192
+    cut = interpolated_cut(2048, 8192, -math.log(2.5), math.log(1.2))
+    assert cut == 6510  # 2048 * 4 ** (0.916 / (0.916 + 0.182)) = 6509.6, rounded up to 3 significant digits
+    assert 4096 < cut < 8192
+    # no crossing between the two (or a tie): the geometric midpoint
+    assert interpolated_cut(2048, 8192, 0.3, 0.5) == cut_between(2048, 8192) == 4096
+    assert interpolated_cut(2048, 8192, -0.3, -0.1) == 4096
+    # never outside (low, high]
+    assert interpolated_cut(16, 17, -1e-9, 1.0) == 17 and interpolated_cut(16, 64, -1.0, 1e-12) == 64
+
+
+def test_a_held_out_seq_len_lands_on_the_side_its_neighbours_predict():
+    """The H100's first miss: leaving out seq_len 4096, the midpoint cut (4096) gave it to radix,
+    1.7x slower there; the interpolated cut keeps it with per_row, which won by 2.5x at 2048."""
+    times = {2048: (10.0, 25.0), 4096: (10.0, 17.0), 8192: (12.0, 10.0)}
+    records = [dict(rows=r, seq_len=s, k=64, impl=name, median_us=t)
+               for r in (1, 2) for s, pair in times.items() for name, t in zip(("per_row", "radix"), pair)]
+    points, _ = select_points(make_frame(records))
+    held = holdout.held_out(points, "seq_len", lambda p: {"fit": fit_thresholds(p, Complexity(1, 1, 1))})["fit"]
+    at_4096 = [i for i, cell in enumerate(points.cells) if cell[2] == 4096]
+    assert list(held[at_4096]) == [1.0, 1.0]
+    without = fit_thresholds(points.subset([cell[2] != 4096 for cell in points.cells]), Complexity(1, 1, 1))
+    assert without.k_bands[0].row_bands[0].segments == ((6510, "per_row"), (None, "radix"))
+
+
 def test_fit_recovers_a_planted_crossover_exactly():
     points, _ = select_points(make_frame(planted()))
     result = fit(points)
     data = result.thresholds.to_data()
+    # equal margins on both sides (1.5x): the cut is the midpoint, rounded up to 3 significant digits
     expected_bands = (
-        (cut_between(4, 16), ((cut_between(4096, 8192), "per_row"), (None, "large_context"))),
-        (None, ((cut_between(2048, 4096), "per_row"), (None, "large_context"))),
+        (cut_between(4, 16), ((5800, "per_row"), (None, "large_context"))),
+        (None, ((2900, "per_row"), (None, "large_context"))),
     )
     # Both k measured the same crossover, so they share one band.
     assert data == ((None, expected_bands),)
     assert result.thresholds.k_bands[0].ks == (256, 2048)
     assert np.all(result.training_regret() == 1.0)
+    # the simplest complexity that reaches the best held-out regret
+    assert result.complexity == Complexity(1, 2, 1)
+    assert len(result.candidates) == 4 * 6 * 6
     # outside the measured range: the nearest band answers
     assert result.select(0, 1, 1) == "per_row"
     assert result.select(10**6, 10**7, 10**5) == "large_context"
@@ -129,12 +159,13 @@ def test_the_search_is_exact(seed):
                for r in rows for s in seqs for i in impls]
     points, _ = select_points(make_frame(records))
     for max_bands, max_cuts in [(1, 0), (1, 2), (2, 1), (3, 2)]:
-        result = fit(points, max_row_bands=max_bands, max_cuts=max_cuts)
-        got = float(np.log(result.training_regret()).sum())
+        thresholds = fit_thresholds(points, Complexity(1, max_bands, max_cuts))
+        choices = [thresholds.select(r, s, k) for k, r, s in points.cells]
+        got = float(np.log(points.regret_of(choices)).sum())
         want = _brute_force(points.regret, points.cells, points.impls, max_bands, max_cuts)
         assert got == pytest.approx(want, abs=1e-9)
-        assert len(result.thresholds.k_bands[0].row_bands) <= max_bands
-        assert all(len(rb.segments) <= max_cuts + 1 for rb in result.thresholds.k_bands[0].row_bands)
+        assert len(thresholds.k_bands[0].row_bands) <= max_bands
+        assert all(len(rb.segments) <= max_cuts + 1 for rb in thresholds.k_bands[0].row_bands)
 
 
 def tiny_points() -> Points:
@@ -147,20 +178,21 @@ def tiny_points() -> Points:
 
 def test_held_out_figures_on_a_hand_computed_case():
     points = tiny_points()
-    # leave 100 out: fit on 200 (A) / 400 (B), cut 283 -> A at 100, regret 1
-    # leave 200 out: fit on 100 (A) / 400 (B), cut 200 -> B at 200, regret 1.5
+    # leave 100 out: fit on 200 (A) / 400 (B), cut 250 -> A at 100, regret 1
+    # leave 200 out: fit on 100 (A) / 400 (B), cut 172 (B wins 3x at 400, loses 2x at 100) -> B at 200, regret 1.5
     # leave 400 out: fit on 100, 200 (both A) -> A everywhere, regret 3 at 400
-    regret = held_out(points, "seq_len")
-    np.testing.assert_allclose(regret, [1.0, 1.5, 3.0, 1.0, 1.5, 3.0])
-    evaluation = evaluate(fit(points))
+    result = fit(points, complexity=Complexity(1, 1, 1))
+    np.testing.assert_allclose(result.held_out["seq_len"], [1.0, 1.5, 3.0, 1.0, 1.5, 3.0])
+    evaluation = evaluate(result)
     f = evaluation.get("fit, held-out seq_len").figures
     assert f.n == 6 and f.max == 3.0 and f.unavailable == 0
     assert f.geomean == pytest.approx(4.5 ** (1 / 3))
     assert f.within_5pct == pytest.approx(1 / 3)
     rows_figures = evaluation.get("fit, held-out rows").figures  # rows alike: the other row predicts it
     assert (rows_figures.geomean, rows_figures.max, rows_figures.within_5pct) == (1.0, 1.0, 1.0)
-    training = evaluation.get("fit, training points").figures
-    assert training.geomean == 1.0
+    training = evaluation.get("fit, in-sample").figures
+    assert training.geomean == 1.0 and evaluation.get("fit, in-sample").kind == "in-sample"
+    assert evaluation.get("per-cell best, in-sample").figures.geomean == 1.0
     always_a = evaluation.get("always A").figures
     assert always_a.geomean == pytest.approx(3 ** (1 / 3)) and always_a.max == 3.0
     assert always_a.within_5pct == pytest.approx(2 / 3)
@@ -172,9 +204,20 @@ def test_held_out_needs_two_values():
     records = [dict(rows=1, seq_len=s, k=8, impl=i, median_us=t)
                for s, i, t in [(100, "A", 1.0), (100, "B", 2.0), (200, "A", 2.0), (200, "B", 1.0)]]
     points = select_points(make_frame(records))[0]
-    assert held_out(points, "rows") is None
+    assert holdout.held_out(points, "rows", lambda p: {}) is None
     row = evaluate(fit(points)).get("fit, held-out rows")
     assert row.figures is None and "needs two rows values" in row.note
+
+
+def test_random_hold_out_judges_every_cell_once_in_five_seeded_folds():
+    points = select_points(make_frame(planted()))[0]
+    masks = holdout.held_out_masks(points, "random")
+    assert len(masks) == 5
+    assert np.array_equal(np.sum(masks, axis=0), np.ones(len(points.cells)))
+    assert {int(m.sum()) for m in masks} <= {len(points.cells) // 5, len(points.cells) // 5 + 1}
+    again = holdout.held_out_masks(points, "random")
+    assert all(np.array_equal(a, b) for a, b in zip(masks, again))
+    assert evaluate(fit(points)).get("fit, held-out random 20%").figures.n == len(points.cells)
 
 
 def test_figures_count_unavailable_as_infinite():
@@ -234,8 +277,8 @@ def test_selection_errors_are_clear():
         select_points(frame, filters={"distribution": ["tie_heavy"]})
     with pytest.raises(FitError, match=r"--impl radix: not in the data; implementations there: large_context, per_row"):
         select_points(frame, impls=["radix"])
-    assert select_points(frame, impls=["per_row", "large_context", "per_row"])[0].impls == ("large_context", "per_row")
-    with pytest.raises(FitError, match=r"only one implementation \(per_row\)"):
+    assert select_points(frame, impls=["per_row", "large_context", "per_row"])[0].allowed == ("large_context", "per_row")
+    with pytest.raises(FitError, match=r"only one implementation \(per_row\) may be picked"):
         select_points(frame, impls=["per_row"])
     failed = make_frame([{**r, "status": "error", "reason": "boom"} for r in planted()])
     with pytest.raises(FitError, match="no usable points"):
@@ -249,4 +292,29 @@ def test_selection_errors_are_clear():
 def test_caps_are_validated():
     points = select_points(make_frame(planted()))[0]
     with pytest.raises(FitError, match="caps"):
-        fit_thresholds(points, max_row_bands=0)
+        fit_thresholds(points, Complexity(1, 0, 1))
+
+
+def test_plugins_are_measured_but_picked_only_when_allowed():
+    records = planted(ks=(64,))
+    # a plugin 2x faster than everything at every point
+    records += [dict(rows=r["rows"], seq_len=r["seq_len"], k=64, impl="flashinfer", median_us=r["median_us"] / 2,
+                     impl_source="entry point flashinfer") for r in records if r["impl"] == "per_row"]
+    points, _ = select_points(make_frame(records))
+    assert points.impls == ("flashinfer", "large_context", "per_row")
+    assert points.allowed == ("large_context", "per_row")
+    result = fit(points)
+    assert set(result.thresholds.impls()) == {"large_context", "per_row"}
+    # regret stays relative to the fastest measured, plugin included: no built-in choice reaches 1
+    assert result.training_regret().min() == pytest.approx(4 / 3)  # large_context t vs flashinfer 0.75 t
+    allowed, _ = select_points(make_frame(records), impls=["flashinfer", "per_row"])
+    assert fit(allowed).thresholds.impls() == ["flashinfer"]
+
+
+def test_overlapping_runs_keep_the_newest_and_say_so():
+    old = planted(ks=(64,), run_id="20260101T000000-aaaa", timestamp="2026-01-01T00:00:00+00:00")
+    new = planted(ks=(64,), run_id="20260102T000000-bbbb", timestamp="2026-01-02T00:00:00+00:00")[:10]
+    _, prov = select_points(make_frame(old + new))
+    assert prov.overlap_notice == ("runs overlap: 10 (point, implementation) rows measured again by a newer run "
+                                   "were left out (10 of run 20260101T000000-aaaa replaced by run 20260102T000000-bbbb)")
+    assert select_points(make_frame(old))[1].overlap_notice is None

@@ -14,7 +14,7 @@ from test_fit import planted
 from topkbench import dispatch
 from topkbench.cli import main
 from topkbench.fit import fit
-from topkbench.points import select_points
+from topkbench.results import select_points
 from topkbench.store import read_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cpu-amd-epyc"
@@ -60,7 +60,7 @@ def test_real_cpu_measurements_fit_end_to_end(tmp_path, capsys):
     training = json.loads(out_path.with_suffix(".fit.json").read_text())["evaluation"]
     by_label = {row["label"]: row["figures"] for row in training}
     for impl in points.impls:
-        assert by_label["fit, training points"]["geomean"] <= by_label[f"always {impl}"]["geomean"]
+        assert by_label["fit, in-sample"]["geomean"] <= by_label[f"always {impl}"]["geomean"]
     assert by_label["rule proposal"] is None  # no GPU kernels in CPU data
 
     queries = [[r, s, k] for k, r, s in points.cells]

@@ -111,7 +111,7 @@ def test_winners_margin_and_regret_on_planted_times():
 
 
 def test_the_newest_run_of_a_point_wins_as_in_the_fit():
-    from topkbench.points import select_points
+    from topkbench.results import select_points
 
     old = dict(run_id="20260101T000000-aaaa", timestamp="2026-01-01T00:00:00+00:00")
     new = dict(run_id="20260102T000000-bbbb", timestamp="2026-01-02T00:00:00+00:00")
@@ -247,7 +247,7 @@ def test_heuristic_that_does_not_match_the_data_is_an_error(tmp_path, body, mess
 def test_generated_heuristic_module_from_the_real_fit(tmp_path):
     from topkbench import codegen
     from topkbench.fit import fit
-    from topkbench.points import select_points
+    from topkbench.results import select_points
 
     frame = read_results([FIXTURES])
     points, provenance = select_points(frame)

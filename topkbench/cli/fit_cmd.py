@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,21 +12,24 @@ from rich.table import Table
 from topkbench import codegen, dispatch
 from topkbench.errors import UsageError
 from topkbench.evaluate import Evaluation, evaluate
-from topkbench.fit import DEFAULT_MAX_CUTS, DEFAULT_MAX_ROW_BANDS, FitResult, fit
-from topkbench.points import select_points
+from topkbench.fit import DEFAULT_CAPS, Complexity, FitResult, fit
+from topkbench.output_files import check_output_path, write_texts
+from topkbench.results import select_points
 from topkbench.store import read_results
 
 _PARAGRAPHS = (
     """Fit dispatch thresholds that minimise regret and write them as a standalone Python module.""",
     """Regret of a choice at a point = its median time / the fastest median measured there. Only points
-    with status ok of one GPU are used; an implementation that is unsupported, wrong or failed at a
-    point is unavailable there (infinite regret). Length modes and distributions measured at one
-    (rows, seq_len, k) cell are combined by their WORST regret.""",
-    """Per measured k, at most --max-row-bands row bands, each with at most --max-cuts seq_len cut
-    points, found by an exact search; cuts sit at the geometric midpoint between measured values,
-    and values outside the measured range get the nearest band.""",
-    """Writes OUT (the module), OUT.fit.json and OUT.fit.md, and prints held-out figures (leave one
-    seq_len / rows value out) next to every fixed choice and the hand rules.""",
+    with status ok of one GPU are used (a point measured by several runs: the newest); an implementation
+    that is unsupported, wrong or failed at a point is unavailable there (infinite regret). Length modes and
+    distributions measured at one (rows, seq_len, k) cell are combined by their WORST regret.""",
+    """k bands, row bands and seq_len cut points found by an exact search for every complexity up to
+    the caps; the complexity with the lowest held-out regret (leave one seq_len out, leave one rows value
+    out, random 20%) is kept. Cuts sit where the two sides' regret cross between measured values; values
+    outside the measured range get the nearest band.""",
+    """The module picks only built-in implementations unless --impl names the ones it may pick (plugins
+    included). Writes OUT (the module), OUT.fit.json and OUT.fit.md, and prints the held-out figures next
+    to every fixed choice and the hand rules.""",
 )
 HELP = "\n\n".join(" ".join(p.split()) for p in _PARAGRAPHS)
 
@@ -69,42 +71,51 @@ def fit_heuristic(
     results: Annotated[list[Path], typer.Argument(help="Result Parquet files or folders (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The module to write (.py); OUT.fit.json and OUT.fit.md go next to it.")],
     gpu: Annotated[Optional[str], typer.Option("--gpu", help="GPU name or slug to fit (required when the results hold several).")] = None,
-    impl: Annotated[Optional[list[str]], typer.Option("--impl", help="Implementation to consider (repeat); default: all with ok points.")] = None,
+    impl: Annotated[Optional[list[str]], typer.Option("--impl", help="Implementation the module may pick (repeat); default: the built-in ones measured.")] = None,
     k: Annotated[Optional[list[int]], typer.Option("--k", help="Keep only this k (repeat).")] = None,
     length_mode: Annotated[Optional[list[str]], typer.Option("--length-mode", help="Keep only this length mode (repeat).")] = None,
     distribution: Annotated[Optional[list[str]], typer.Option("--distribution", help="Keep only this distribution (repeat).")] = None,
     timing_mode: Annotated[Optional[str], typer.Option("--timing-mode", help="Timing mode to fit (required when the results mix them).")] = None,
     l2: Annotated[Optional[str], typer.Option("--l2", help="L2 mode to fit, hot or cold (required when the results mix them).")] = None,
-    max_row_bands: Annotated[int, typer.Option("--max-row-bands", min=1, help="Most row bands per k.")] = DEFAULT_MAX_ROW_BANDS,
-    max_cuts: Annotated[int, typer.Option("--max-cuts", min=0, help="Most seq_len cut points per row band.")] = DEFAULT_MAX_CUTS,
+    max_k_bands: Annotated[int, typer.Option("--max-k-bands", min=1, help="Most k bands.")] = DEFAULT_CAPS.k_bands,
+    max_row_bands: Annotated[int, typer.Option("--max-row-bands", min=1, help="Most row bands per k band.")] = DEFAULT_CAPS.row_bands,
+    max_cuts: Annotated[int, typer.Option("--max-cuts", min=0, help="Most seq_len cut points per row band.")] = DEFAULT_CAPS.cuts,
+    compute_capability: Annotated[Optional[str], typer.Option("--compute-capability", help="The GPU's compute capability (e.g. 9.0) when the results lack it and its name is not a known one.")] = None,
     install: Annotated[bool, typer.Option("--install", help="Also copy the module to ~/.config/topkbench/heuristics/<gpu_slug>.py, where impl='auto' finds it.")] = False,
 ) -> None:
     if out.suffix != ".py":
         raise UsageError(f"--out {out}: the module must be a .py file")
+    json_path, md_path = out.with_suffix(".fit.json"), out.with_suffix(".fit.md")
+    for path in (out, json_path, md_path):
+        check_output_path(path, "--out")  # before the fit: a bad path should not cost a fit first
+    if compute_capability is not None and not compute_capability.replace(".", "", 1).isdigit():
+        raise UsageError(f"--compute-capability {compute_capability}: expected MAJOR.MINOR, e.g. 9.0")
     frame = read_results(results)
     filters = {"k": k, "length_mode": length_mode, "distribution": distribution,
                "timing_mode": [timing_mode] if timing_mode else None, "l2": [l2] if l2 else None}
-    points, provenance = select_points(frame, gpu=gpu, impls=impl, filters=filters)
-    result = fit(points, provenance, max_row_bands=max_row_bands, max_cuts=max_cuts)
+    points, provenance = select_points(frame, gpu=gpu, impls=impl, filters=filters,
+                                       compute_capability=compute_capability)
+    result = fit(points, provenance, caps=Complexity(max_k_bands, max_row_bands, max_cuts))
     evaluation = evaluate(result)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path = out.with_suffix(".fit.json")
-    md_path = out.with_suffix(".fit.md")
-    out.write_text(codegen.render_module(result, evaluation), encoding="utf-8")
-    json_path.write_text(codegen.render_json(result, evaluation), encoding="utf-8")
-    md_path.write_text(codegen.render_markdown(result, evaluation), encoding="utf-8")
+    write_texts({out: codegen.render_module(result, evaluation), json_path: codegen.render_json(result, evaluation),
+                 md_path: codegen.render_markdown(result, evaluation)}, "--out")
 
     console = Console()
-    console.print(f"{provenance.gpu_name}: {len(points.cells)} cells (rows, seq_len, k), "
-                  f"implementations {', '.join(points.impls)}")
+    if provenance.overlap_notice:
+        console.print(f"note: {provenance.overlap_notice}")
+    console.print(f"{provenance.device.describe()}: {len(points.cells)} cells (rows, seq_len, k), "
+                  f"picking among {', '.join(points.allowed)}")
+    if not provenance.device.compute_capability:
+        console.print("note: the compute capability is unknown (not in the data, not a known GPU name): pass "
+                      "--compute-capability so that the module can stand in for similar GPUs")
     console.print(_thresholds_table(result))
-    console.print(_figures_table(evaluation, "regret = time / fastest measured time (worst over length modes and distributions)"))
+    console.print(f"model: {result.complexity} (lowest held-out regret up to {result.caps})")
+    console.print(_figures_table(evaluation, "regret = time / fastest measured time (worst over length modes and "
+                                             "distributions); held-out rows are the fit's quality"))
     console.print(f"wrote {out}, {json_path.name}, {md_path.name}")
     if install:
         target = dispatch.user_heuristics_dir() / f"{provenance.gpu_slug}.py"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out, target)
+        write_texts({target: out.read_text(encoding="utf-8")}, "--install")
         dispatch.reload()  # impl="auto" in this process looks again
         console.print(f"installed {target}: impl='auto' uses it on {provenance.gpu_name}")
         shadow = dispatch.module_path(provenance.gpu_slug)

@@ -1,6 +1,8 @@
-"""Fitted dispatch modules shipped with topkbench, one ``<gpu_slug>.py`` per GPU.
+"""Fitted dispatch modules shipped with topkbench, one ``<gpu_slug>.py`` per device.
 
-Each is a byte-for-byte copy of a module that ``topkbench fit-heuristic`` generated from the
-measurements committed under ``results/<gpu_slug>/`` (tests/test_committed_results.py checks the
-copy). ``impl="auto"`` finds them after the user's own folders (see topkbench.dispatch).
+Each is written by ``topkbench fit-heuristic`` from measurements committed under
+``results/<gpu_slug>/`` (or, for the CPU, the labelled run named in its banner), with its
+``.fit.md`` and ``.fit.json`` summaries beside it; tests/test_committed_results.py regenerates
+them byte for byte. ``impl="auto"`` finds them after the user's own folders, and on a device
+without a module of its own uses the module of the most similar one (see topkbench.dispatch).
 """

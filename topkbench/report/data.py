@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from topkbench.errors import ReportError
-from topkbench.evaluate import WITHIN, Figures
+from topkbench.results import WITHIN, Figures
 
 #: Conditions under which timings are comparable; one report section each.
 DATASET_COLUMNS = ("gpu_name", "timing_mode", "l2", "length_mode", "distribution")
