@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -96,7 +95,7 @@ def test_gpu_impl_on_cpu_is_device_error():
 
 
 def test_bad_inputs_are_usage_errors():
-    with pytest.raises(UsageError, match="expected a torch tensor"):
+    with pytest.raises(UsageError, match="logits must be a torch tensor"):
         topkbench.topk([[1.0, 2.0]], 1, impl="numpy")
     with pytest.raises(UsageError, match="2-D"):
         topkbench.topk(np.zeros(5, dtype=np.float32), 1, impl="numpy")
@@ -106,7 +105,6 @@ def test_bad_inputs_are_usage_errors():
         topkbench.topk(np.zeros((2, 5), dtype=np.float32), 0, impl="numpy")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("topkbench.dispatch") is None, reason="topkbench.dispatch not written yet")
 def test_auto_picks_a_cpu_implementation_and_is_exact():
     w = make_workload(WorkloadSpec(3, 2000, 50, Distribution.NORMAL, LengthMode.RAGGED, seed=5))
     out = topkbench.topk(w.logits, 50, lengths=w.lengths)

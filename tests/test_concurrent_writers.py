@@ -107,3 +107,21 @@ def test_two_cli_sweeps_on_one_device_the_second_is_refused(tmp_path):
     first.wait()
     assert second.returncode == 2, second.stderr
     assert "already being measured" in second.stderr and "Traceback" not in second.stderr
+
+
+def test_a_config_too_big_for_the_machine_is_refused_before_allocating(tmp_path):
+    from topkbench.footprint import check_fits
+
+    with pytest.raises(UsageError, match=r"rows=4096 seq_len=1048576 needs about 256.0 GiB of host memory"):
+        check_fits([(1, 10), (4096, 1 << 20)], cuda=False, available=24 << 30)
+    check_fits([(256, 163840)], cuda=False, available=24 << 30)
+
+
+def test_cli_refuses_a_too_big_config_with_one_line(tmp_path):
+    config = tmp_path / "huge.yaml"
+    config.write_text("name: huge\nimplementations: [numpy]\naxes: {rows: [100000], seq_len: [10000000], k: [8]}\n")
+    for command in (["sweep", str(config), "--out", str(tmp_path)], ["verify", str(config)]):
+        done = subprocess.run([sys.executable, "-m", "topkbench", *command], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "TOPKBENCH_LOCK_DIR": str(tmp_path)},
+                              timeout=120)
+        assert done.returncode == 2 and "GiB of host memory" in done.stderr and "Traceback" not in done.stderr

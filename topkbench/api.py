@@ -8,6 +8,7 @@ input's library on the input's device. CuPy inputs run on CuPy's current stream.
 from __future__ import annotations
 
 import contextlib
+import operator
 from typing import Any
 
 import numpy as np
@@ -24,22 +25,54 @@ def implementations() -> list[str]:
     return registry.available()
 
 
-def _library(array: Any) -> str:
+def _library(array: Any, argument: str = "logits") -> str:
     if isinstance(array, torch.Tensor):
         return "torch"
     if isinstance(array, np.ndarray):
         return "numpy"
     if type(array).__module__.split(".")[0] == "cupy":
         return "cupy"
-    raise UsageError(f"expected a torch tensor, CuPy array or NumPy array, got {type(array).__name__}")
+    raise UsageError(f"{argument} must be a torch tensor, CuPy array or NumPy array, got {type(array).__name__}")
 
 
-def _to_torch(array: Any, library: str) -> torch.Tensor:
+def _to_torch(array: Any, library: str, argument: str) -> torch.Tensor:
     if library == "torch":
         return array
     if library == "numpy":
+        if not array.dtype.isnative:
+            raise UsageError(f"{argument} must be in the machine's byte order, got {array.dtype.str} "
+                             f"(use {argument}.astype({array.dtype.newbyteorder('=').name!r}))")
+        if any(stride < 0 for stride in array.strides):
+            raise UsageError(f"{argument} has negative strides (a reversed view); pass a copy "
+                             f"(numpy.ascontiguousarray)")
         return torch.from_numpy(array)
-    return torch.from_dlpack(array)
+    try:
+        return torch.from_dlpack(array)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        raise UsageError(f"{argument}: this CuPy array cannot be shared with torch ({exc})") from None
+
+
+def _as_k(k: Any) -> int:
+    """k as a Python int: any integer type (NumPy's included), never a bool, float or None."""
+    if isinstance(k, bool):
+        raise UsageError(f"k must be an integer >= 1, got {k!r}")
+    try:
+        value = operator.index(k)
+    except TypeError:
+        raise UsageError(f"k must be an integer >= 1, got {k!r} ({type(k).__name__})") from None
+    if value < 1:
+        raise UsageError(f"k must be an integer >= 1, got {value}")
+    return value
+
+
+def _check_host_lengths(lengths: torch.Tensor, width: int) -> None:
+    """Lengths on the host are checked (device-side ones are clamped by the kernels: checking them
+    would need a host sync, which a CUDA graph cannot hold)."""
+    if lengths.device.type != "cpu" or lengths.numel() == 0 or lengths.dtype.is_floating_point:
+        return
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 0 or high > width:
+        raise UsageError(f"lengths must lie in [0, {width}] (the width of logits), got values from {low} to {high}")
 
 
 def _from_torch(tensor: torch.Tensor, library: str) -> Any:
@@ -75,15 +108,29 @@ def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any
     """Indices of the k largest values of each row of ``logits`` (DESIGN.md section 3).
 
     ``logits``: 2-D float32 (torch, CuPy or NumPy), rows contiguous; ``lengths``: int32 per row
-    (row r is valid in [0, lengths[r]); None means full width). Returns int32 [rows, k],
-    unsorted, in the input's library; rows shorter than k give 0..n-1 then -1. ``impl="auto"``
-    uses the dispatch module fitted for this GPU if one is installed (max_seq_len is the width).
+    (row r is valid in [0, lengths[r]); None means full width). Lengths on the host must lie in
+    [0, width] (UsageError otherwise); lengths on the GPU are not checked, since that would need a
+    host sync: values outside [0, width] are clamped to it. ``k``: any integer >= 1.
+
+    Returns int32 [rows, k] in the input's library; rows shorter than k give 0..n-1 then -1. The
+    built-in kernels are deterministic: among scores equal to the k-th largest, the lowest indices
+    win, and the output order is the same on every call. ``impl="auto"`` uses the dispatch module
+    fitted for this GPU if one is installed (max_seq_len is the width).
+
+    No host synchronisation on the GPU path: after one warm-up call (which compiles the kernel),
+    a call can be captured in a CUDA graph and replayed with new scores and lengths written in
+    place.
     """
     library = _library(logits)
-    x = _to_torch(logits, library)
-    n = None if lengths is None else _to_torch(lengths, _library(lengths))
+    x = _to_torch(logits, library, "logits")
+    n = None if lengths is None else _to_torch(lengths, _library(lengths, "lengths"), "lengths")
+    k = _as_k(k)
+    if not isinstance(impl, str):
+        raise UsageError(f"impl must be an implementation name or 'auto', got {impl!r}")
     if x.dim() != 2:
         raise UsageError(f"logits must be 2-D [rows, width], got shape {tuple(x.shape)}")
+    if n is not None:
+        _check_host_lengths(n, x.shape[1])
     name = resolve_auto(x.shape[0], x.shape[1], k, x.device) if impl == "auto" else impl
     implementation = registry.require(name)
     with _stream_for(library):

@@ -21,6 +21,7 @@ import torch
 from topkbench.config import AVAILABLE, Point, SweepConfig
 from topkbench.device_lock import hold_device
 from topkbench.errors import INTERRUPTS, Interrupted, UsageError, interrupt_exit_code
+from topkbench.footprint import check_fits
 from topkbench.impls import Device, Implementation, registry
 from topkbench.provenance import DeviceInfo, device_info, measure_copy_bandwidth_gbs, run_provenance, utc_now
 from topkbench.schema import SCHEMA_VERSION
@@ -186,6 +187,7 @@ def run_sweep(
     key, description = device_key(device)
     with hold_device(key, description, f"sweep {config.name} into {store.directory}"):
         plan = plan_sweep(config, impls, store.done_keys() if store.exists else set(), only)
+        check_fits([(t.point.rows, t.point.seq_len) for t in plan.tasks if t.measure], cuda)
         if on_plan:
             on_plan(plan, store)
         if not plan.tasks:

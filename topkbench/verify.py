@@ -12,6 +12,7 @@ from typing import Callable
 
 from topkbench.config import SweepConfig
 from topkbench.errors import INTERRUPTS, Interrupted, StickyCudaError, interrupt_exit_code
+from topkbench.footprint import check_fits
 from topkbench.impls import Device, Implementation
 from topkbench.schema import Status
 from topkbench.sweep import resolve_implementations
@@ -44,6 +45,7 @@ def verify(config: SweepConfig, requested: list[str] | None = None,
            impls: list[Implementation] | None = None) -> Verification:
     impls = impls if impls is not None else resolve_implementations(config, requested)
     cuda = any(i.device is Device.CUDA for i in impls)
+    check_fits([(p.rows, p.seq_len) for p in config.points()], cuda)
     results: list[CaseResult] = []
     try:
         for point in config.points():

@@ -6,15 +6,17 @@ traceback appears only with ``--debug`` (or TOPKBENCH_DEBUG=1).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from typing import Annotated
+from typing import Annotated, Iterator
 
 import typer
 
 from topkbench import __version__
-from topkbench.errors import TopkbenchError
+from topkbench.errors import INTERRUPTS, SignalInterrupt, TopkbenchError, interrupt_exit_code
 
 #: Modules under topkbench.cli that each define ``register(app)``.
 COMMAND_MODULES = ("sweep_cmd", "list_cmd", "verify_cmd", "compare_cmd", "fit_cmd", "report_cmd")
@@ -59,22 +61,66 @@ def report_error(exc: TopkbenchError) -> None:
         typer.echo(f"hint: {exc.hint}", err=True)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises SignalInterrupt in the main thread, as SIGINT raises KeyboardInterrupt, so
+    long work stops the same way for both and keeps what it wrote."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SignalInterrupt(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedding): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _environment_error(exc: BaseException) -> TopkbenchError:
+    """A TopkbenchError (rc 2) for failures of the machine rather than of topkbench."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return TopkbenchError(f"{exc.strerror or exc}{where}",
+                              hint="check the path, its permissions and the free disk space")
+    return TopkbenchError(f"out of memory: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                          hint="reduce the config's rows or seq_len, or free memory on the device")
+
+
+def _out_of_memory_types() -> tuple[type[BaseException], ...]:
+    oom = getattr(__import__("torch"), "OutOfMemoryError", None) if "torch" in sys.modules else None
+    return (MemoryError,) + ((oom,) if oom is not None else ())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        with _terminate_as_interrupt():
+            code = app(args=argv, standalone_mode=False)
+        # typer reports some interrupts as a return value (130) instead of raising
+        if isinstance(code, int) and code != 0:
+            if code == 130:
+                typer.echo("interrupted: nothing was lost; re-run the same command to continue", err=True)
+            sys.exit(code)
     except TopkbenchError as exc:
         if debug_enabled():
             raise
         report_error(exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: results written so far are kept; run the same command to resume", err=True)
-        sys.exit(130)
+    except INTERRUPTS as exc:
+        # work that keeps partial results raises Interrupted (a TopkbenchError) itself; this is
+        # an interrupt anywhere else (start-up, a command that writes nothing until it ends)
+        typer.echo("interrupted: nothing half-written is kept; run the same command again", err=True)
+        sys.exit(interrupt_exit_code(exc))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        sys.exit(1)
+        # click turns a KeyboardInterrupt that no command handled into Abort
+        typer.echo("interrupted: nothing half-written is kept; run the same command again", err=True)
+        sys.exit(130)
     except Exception as exc:  # click usage errors and the like
         # click's usage errors; recent typer releases vendor click (typer._click) instead of
         # depending on it, so find the class through typer rather than importing click.
@@ -84,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         if debug_enabled():
             raise
+        if isinstance(exc, (OSError, *_out_of_memory_types())):
+            error = _environment_error(exc)
+            report_error(error)
+            sys.exit(error.exit_code)
         typer.secho(f"error: unexpected {type(exc).__name__}: {exc}", err=True, fg=typer.colors.RED)
         typer.echo("hint: re-run with --debug for the traceback, and please report it", err=True)
         sys.exit(3)
