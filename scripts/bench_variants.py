@@ -7,12 +7,13 @@
 
 A variant is NAME=IMPL[:DEFINE=VALUE,...]: a registered implementation, built fresh from its class
 (never the registry's cached instance), with compile-time defines for classes whose constructor
-takes ``defines=`` (large_context, radix). Every variant first runs on small odd shapes of every
-adversarial distribution (k 7, 2048 and past the length; fixed and ragged lengths; misaligned
-rows), one PASS/FAIL line each; a failing variant is not timed. Then, per (shape, distribution),
-each variant's output at that shape is checked (WRONG: not timed) and the rest are timed under
-CUDA-graph replay with hot L2 by topkbench's own clock (CudaClock, measure_interleaved), samples
-interleaved across the variants. Prints the median us per variant and its ratio to torch (and to
+takes ``defines=`` (large_context, radix). Checks and timings go through topkbench's measuring
+core (topkbench.trial), as in a sweep: poisoned outputs, a second check on new scores written in
+place, the lowest-index tie rule for deterministic kernels. Every variant first runs on small odd
+shapes of every adversarial distribution (k 7, 2048 and past the length; fixed and ragged lengths;
+misaligned rows), one PASS/FAIL line each; a failing variant is not timed. Then, per (shape,
+distribution), each variant is checked at that shape (WRONG: not timed) and the rest are timed
+under CUDA-graph replay with hot L2, samples interleaved across the variants. Prints the median us per variant and its ratio to torch (and to
 the first variant), and writes every number to --csv.
 """
 
@@ -28,14 +29,12 @@ from typing import Any
 
 import torch
 
-from topkbench.config import L2Mode, TimingMode, TimingSettings
-from topkbench.exactness import check_topk
 from topkbench.impls import registry
 from topkbench.impls.base import Implementation
-from topkbench.timing import CudaClock, measure_interleaved
-from topkbench.workload import ADVERSARIAL, Distribution, LengthMode, WorkloadSpec, make_workload
+from topkbench.timing import L2Mode, TimingMode, TimingSettings
+from topkbench.trial import Trial, unsupported
+from topkbench.workload import ADVERSARIAL, Distribution, LengthMode, WorkloadSpec
 
-POISON = -7
 #: (rows, width, row stride or None, k values): small odd shapes reaching every kernel path.
 CHECK_SHAPES = (
     (3, 4097, 4099, (7, 2048, 4102)),
@@ -98,37 +97,22 @@ def build(variant: Variant) -> Implementation:
     return cls(defines=variant.defines)
 
 
-def poisoned_run(impl: Implementation, runner: Any) -> None:
-    """Run once; a kernel's output buffer (allocated by prepare) is poisoned first, so a slot the
-    kernel never writes fails the check. Library baselines allocate their output in run()."""
-    if impl.kernel_hash() is not None:
-        runner.result().fill_(POISON)
-    runner.run()
-    torch.cuda.synchronize()
-
-
-def run_checked(impl: Implementation, logits: torch.Tensor, lengths: torch.Tensor | None, k: int) -> str:
-    """'' when the output is exact, else the reason."""
-    runner = impl.prepare(logits, lengths, k)
-    poisoned_run(impl, runner)
-    result = check_topk(logits, lengths, k, runner.result())
-    return "" if result else f"{result.reason} ({result.bad_rows} bad rows)"
-
-
 def adversarial_check(variant: Variant) -> str:
-    """Every adversarial distribution on the small odd shapes; '' when all pass."""
+    """Every adversarial distribution on the small odd shapes; 'N cases' when all pass, else the
+    first failure."""
     cases = 0
     for rows, width, stride, ks in CHECK_SHAPES:
         for mode in CHECK_MODES:
             for dist in ADVERSARIAL:
-                spec = WorkloadSpec(rows=rows, seq_len=width, k=2048, distribution=dist, length_mode=mode,
-                                    seed=5, row_stride=stride if mode is LengthMode.FIXED else None)
-                w = make_workload(spec, "cuda")
                 for k in ks:
+                    spec = WorkloadSpec(rows=rows, seq_len=width, k=k, distribution=dist, length_mode=mode,
+                                        seed=5, row_stride=stride if mode is LengthMode.FIXED else None)
+                    trial = Trial(spec, cuda=True)
+                    outcome = trial.recheck(trial.check(variant.impl))
+                    trial.release()
                     cases += 1
-                    reason = run_checked(variant.impl, w.logits, w.lengths_arg, k)
-                    if reason:
-                        return f"{dist.value} {rows}x{width} k={k} {mode.value}: {reason}"
+                    if not outcome.ok:
+                        return f"{dist.value} {rows}x{width} k={k} {mode.value}: {outcome.status.value}: {outcome.reason}"
     return f"{cases} cases"
 
 
@@ -209,40 +193,30 @@ def main(argv: list[str] | None = None) -> int:
                 keys.append(key)
                 spec = WorkloadSpec(rows=rows, seq_len=width, k=k, distribution=dist, length_mode=args.lengths,
                                     seed=args.seed)
-                w = make_workload(spec, "cuda")
-                clocks: dict[str, CudaClock] = {}
-                status: dict[str, str] = {}
+                trial = Trial(spec, cuda=True)
+                outcomes = []
                 for v in variants:
                     if v.failed:
-                        status[v.name] = "not timed (failed earlier)"
+                        outcomes.append(unsupported(v.impl, "not timed (failed earlier)"))
                         continue
-                    try:
-                        reason = v.impl.unsupported_reason(rows, width, k)
-                        if reason:
-                            status[v.name] = f"unsupported: {reason}"
-                            continue
-                        runner = v.impl.prepare(w.logits, w.lengths_arg, k)
-                        poisoned_run(v.impl, runner)
-                        result = check_topk(w.logits, w.lengths_arg, k, runner.result())
-                    except Exception as exc:
-                        status[v.name] = f"error: {type(exc).__name__}: {exc}"
-                        print(f"ERROR {v.name} at {key}: {status[v.name]}", flush=True)
+                    reason = v.impl.unsupported_reason(rows, width, k)
+                    outcomes.append(unsupported(v.impl, reason) if reason else trial.check(v.impl))
+                timed = trial.time(outcomes, settings, L2Mode.HOT)
+                stats, status = {}, {}
+                for v, outcome, timing in zip(variants, outcomes, timed):
+                    outcome = trial.recheck(outcome)
+                    if outcome.ok and timing is not None:
+                        stats[v.name] = timing[0]
                         continue
-                    if not result:
-                        status[v.name] = f"WRONG: {result.reason}"
-                        print(f"WRONG {v.name} at {key}: {result.reason} ({result.bad_rows} bad rows)", flush=True)
-                        continue
-                    clocks[v.name] = CudaClock(runner, settings.mode, L2Mode.HOT, settings.launches_per_sample)
-                stats = measure_interleaved(clocks, settings) if clocks else {}
-                for clock in clocks.values():
-                    clock.close()
+                    status[v.name] = f"{outcome.status.value.upper()}: {outcome.reason}"
+                    if outcome.status.value in ("wrong", "error"):
+                        print(f"{status[v.name].split(':')[0]} {v.name} at {key}: {outcome.reason}", flush=True)
                 torch_us = stats[ref_torch].median if ref_torch in stats else float("nan")
                 first_us = stats[names[0]].median if names[0] in stats else float("nan")
                 for v in variants:
                     s = stats.get(v.name)
                     med = s.median if s else float("nan")
-                    medians[(key, v.name)] = fmt(med) if s else ("WRONG" if status.get(v.name, "").startswith("WRONG")
-                                                                 else "-")
+                    medians[(key, v.name)] = fmt(med) if s else status.get(v.name, "-").split(":")[0]
                     ratios[(key, v.name)] = fmt(med / torch_us, 3) if s else medians[(key, v.name)]
                     records.append({
                         "gpu": gpu, "rows": rows, "width": width, "k": k, "dist": dist.value,
@@ -258,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                     })
                 done = ", ".join(f"{n} {medians[(key, n)]}" for n in names)
                 print(f"  {key}: {done}  [{time.perf_counter() - start:.0f}s]", flush=True)
-                del w
+                trial.release()
+                del trial, outcomes
                 torch.cuda.empty_cache()
 
     print()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from topkbench.config import parse_config
 from topkbench.device_lock import hold_device
 from topkbench.errors import UsageError
 from topkbench.schema import KEY_COLUMNS

@@ -129,10 +129,10 @@ def measure_point(task: PointTasks, config: SweepConfig, ctx: RowContext, cuda: 
             return rows, outcome
     timed = trial.time(outcomes, config.timing, task.l2, flush)
     sticky = None
-    for outcome in outcomes:
+    for outcome, timing in zip(outcomes, timed):
         if outcome.ok:
             outcome_after = trial.recheck(outcome)
-            stats, clock = timed[outcome.impl.name]
+            stats, clock = timing
             if outcome_after.ok:
                 rows.append(result_row(ctx, spec, task.l2, outcome_after, mean_length, stats, clock, utc_now()))
                 continue

@@ -167,15 +167,17 @@ class Trial:
         return outcome
 
     def time(self, outcomes: list[Outcome], settings: TimingSettings, l2: L2Mode,
-             flush: torch.Tensor | None = None) -> dict[str, tuple[Stats, Clock]]:
-        """Time the ok outcomes interleaved; the clocks are closed before returning."""
-        clocks = {o.impl.name: make_clock(o.impl, o.runner, settings, l2, flush) for o in outcomes if o.ok}
+             flush: torch.Tensor | None = None) -> list[tuple[Stats, Clock] | None]:
+        """Time the ok outcomes interleaved: (stats, clock) per outcome, None for those not ok.
+        The clocks are closed before returning."""
+        clocks = {str(i): make_clock(o.impl, o.runner, settings, l2, flush)
+                  for i, o in enumerate(outcomes) if o.ok}
         try:
             stats = measure_interleaved(clocks, settings)
         finally:
             for clock in clocks.values():
                 clock.close()
-        return {name: (stats[name], clocks[name]) for name in clocks}
+        return [(stats[str(i)], clocks[str(i)]) if str(i) in clocks else None for i in range(len(outcomes))]
 
     def release(self) -> None:
         """Free the reference (it can be as large as the scores) before the next point."""
