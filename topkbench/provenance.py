@@ -86,16 +86,19 @@ def _uuid(props: object) -> str:
 
 def device_info(cuda: bool) -> DeviceInfo:
     """The device a run measures: the current CUDA device, or this machine's CPU."""
+    # A worker of a multi-GPU sweep sees only its GPU (CUDA_VISIBLE_DEVICES) as device 0: the
+    # parent tells it the physical index to record.
+    physical = os.environ.get("TOPKBENCH_PHYSICAL_DEVICE")
     if cuda:
         index = torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
         name = props.name
         return DeviceInfo(name, slug(name), props.multi_processor_count, int(getattr(props, "L2_cache_size", 0)),
                           _driver_version(), torch.version.cuda or "", _cupy_version(), torch.__version__,
-                          f"{props.major}.{props.minor}", index, _uuid(props))
+                          f"{props.major}.{props.minor}", int(physical) if physical else index, _uuid(props))
     name = f"cpu: {_cpu_name()}"
     return DeviceInfo(name, device_slug(None), os.cpu_count() or 1, 0, "", "", _cupy_version(),
-                      torch.__version__)
+                      torch.__version__, "", int(physical) if physical else -1, "")
 
 
 def measure_copy_bandwidth_gbs(cuda: bool, nbytes: int = 1 << 30, repeats: int = 10) -> float:

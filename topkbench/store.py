@@ -117,8 +117,10 @@ class RunStore:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @classmethod
-    def open(cls, out_dir: Path, gpu_slug: str, config_name: str, config_hash: str, resume: bool) -> "RunStore":
-        """The newest run of this config under ``out_dir/gpu_slug`` when resuming, else a new one."""
+    def open(cls, out_dir: Path, gpu_slug: str, config_name: str, config_hash: str, resume: bool,
+             run_id: str | None = None) -> "RunStore":
+        """The run ``run_id`` of this config; without one, the newest run under ``out_dir/gpu_slug``
+        when resuming, else a new one."""
         directory = Path(out_dir) / gpu_slug
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,8 @@ class RunStore:
         except OSError as exc:
             raise io_error(exc, f"cannot write results under {directory}") from None
         prefix = f"{config_name}-{config_hash[:8]}-"
+        if run_id is not None:
+            return cls(directory, prefix + run_id, run_id)
         if resume:
             stems = {p.name[: -len(PARTS_SUFFIX)] if p.name.endswith(PARTS_SUFFIX) else p.stem
                      for p in directory.glob(prefix + "*")

@@ -87,10 +87,15 @@ def measurement_key(point: Point, impl: Implementation, l2: L2Mode, config: Swee
 
 
 def plan_sweep(config: SweepConfig, impls: list[Implementation], done: set[tuple],
-               only: Mapping[str, Sequence[Any]] | None = None) -> Plan:
-    """Sort every measurement into to-measure, unsupported (with its reason) or already done."""
+               only: Mapping[str, Sequence[Any]] | None = None,
+               point_filter: Callable[[Point], bool] | None = None) -> Plan:
+    """Sort every measurement into to-measure, unsupported (with its reason) or already done.
+
+    ``point_filter`` keeps a subset of the points (a shard, one worker's share of the GPUs)."""
     tasks, already = [], 0
     for point in config.points(only):
+        if point_filter is not None and not point_filter(point):
+            continue
         for l2 in config.timing.l2:
             entry = PointTasks(point, l2)
             for impl in impls:
@@ -167,6 +172,8 @@ def device_key(device: DeviceInfo) -> tuple[str, str]:
     """(lock key, description) of the device a sweep measures on."""
     if device.is_cuda:
         return device.device_uuid or f"cuda{device.device_index}", f"GPU {device.device_index} ({device.gpu_name})"
+    if device.device_index >= 0:  # a stand-in CPU device of a multi-device test (TOPKBENCH_FAKE_DEVICES)
+        return f"cpu{device.device_index}", f"CPU stand-in device {device.device_index}"
     return "cpu", f"this machine's CPU ({device.gpu_name})"
 
 
@@ -179,24 +186,32 @@ def run_sweep(
     on_point: PointFn | None = None,
     *,
     only: Mapping[str, Sequence[Any]] | None = None,
+    point_filter: Callable[[Point], bool] | None = None,
+    run_id: str | None = None,
+    device_flag: str = "",
+    finalize: bool = True,
 ) -> SweepOutcome:
+    """Measure the config's points (``only``: a slice of its axes; ``point_filter``: a subset such
+    as a shard) into the run ``run_id`` (default: resume the newest run of the config, or start
+    one). ``device_flag`` is stamped on every row (a GPU the calibration found suspect);
+    ``finalize=False`` leaves the parts for whoever compacts the run (multi-GPU workers)."""
     impls = resolve_implementations(config, requested)
     cuda = any(impl.device is Device.CUDA for impl in impls)
     device = device_info(cuda)
-    store = RunStore.open(out_dir, device.gpu_slug, config.name, config.hash(), resume)
+    store = RunStore.open(out_dir, device.gpu_slug, config.name, config.hash(), resume, run_id=run_id)
     key, description = device_key(device)
     with hold_device(key, description, f"sweep {config.name} into {store.directory}"):
-        plan = plan_sweep(config, impls, store.done_keys() if store.exists else set(), only)
+        plan = plan_sweep(config, impls, store.done_keys() if store.exists else set(), only, point_filter)
         check_fits([(t.point.rows, t.point.seq_len) for t in plan.tasks if t.measure], cuda)
         if on_plan:
             on_plan(plan, store)
         if not plan.tasks:
-            return SweepOutcome(store, plan, store.finalize(), [])
+            return SweepOutcome(store, plan, store.finalize() if finalize else None, [])
         base = {
             **run_provenance(device),
             "bandwidth_gbs": measure_copy_bandwidth_gbs(cuda),
             "config_name": config.name, "config_hash": config.hash(), "seed": config.seed,
-            "run_id": store.run_id, "schema_version": SCHEMA_VERSION, "device_flag": "",
+            "run_id": store.run_id, "schema_version": SCHEMA_VERSION, "device_flag": device_flag,
         }
         ctx = RowContext(base, config.timing, impl_provenance(impls))
         flush = cold_l2_flush_buffer(device.l2_bytes) if cuda and L2Mode.COLD in config.timing.l2 else None
@@ -218,4 +233,4 @@ def run_sweep(
                 f"interrupted: {points_done} of {len(plan.tasks)} points measured in this session are kept "
                 f"in {store.parts_dir}",
                 hint="run the same command to resume where it stopped", exit_code=interrupt_exit_code(exc)) from None
-        return SweepOutcome(store, plan, store.finalize(), measured)
+        return SweepOutcome(store, plan, store.finalize() if finalize else None, measured)
