@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "config_name": "synthetic",
     "config_hash": "0" * 16,
     "kernel_hash": "",
+    "read_us": float("nan"),
     "impl_source": "builtin",
     "impl_version": "0.1.0",
     "deterministic": False,

@@ -55,6 +55,9 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("bandwidth_gbs", pa.float64(), "the run's measured copy bandwidth, GB/s (read + write)"),
     ("floor_us", pa.float64(), "bytes / bandwidth"),
     ("pct_of_floor", pa.float64(), "100 x floor_us / median_us"),
+    ("read_us", pa.float64(), "the measured read floor: median time of one streaming read of the point's valid "
+                              "scores, timed interleaved with the implementations in the same mode (GPU; NaN on "
+                              "CPU)"),
     # provenance
     ("gpu_name", pa.string(), "device name (cpu: <processor> for CPU runs)"),
     ("gpu_slug", pa.string(), "file-system name of the device, the results/<gpu>/ folder"),
@@ -93,7 +96,7 @@ COLUMNS = tuple(SCHEMA.names)
 
 #: Columns added after schema version 1, with the value a version-1 file is read with.
 ADDED_SINCE: dict[int, dict[str, Any]] = {
-    2: {"impl_source": "builtin", "impl_version": "", "deterministic": False, "compute_capability": "",
+    2: {"read_us": float("nan"), "impl_source": "builtin", "impl_version": "", "deterministic": False, "compute_capability": "",
         "device_index": -1, "device_uuid": "", "device_flag": ""},
 }
 

@@ -11,6 +11,7 @@ point. Ctrl-C or SIGTERM stops it with every finished point kept (Interrupted).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,18 +133,21 @@ def measure_point(task: PointTasks, config: SweepConfig, ctx: RowContext, cuda: 
         if outcome.sticky:
             rows += [result_row(ctx, spec, task.l2, o, mean_length, timestamp=utc_now()) for o in outcomes]
             return rows, outcome
-    timed = trial.time(outcomes, config.timing, task.l2, flush)
+    timed = trial.time(outcomes, config.timing, task.l2, flush, read_floor=cuda)
+    read_us = trial.read_stats.median if trial.read_stats is not None else math.nan
+    rows = [{**row, "read_us": read_us} for row in rows]
     sticky = None
     for outcome, timing in zip(outcomes, timed):
         if outcome.ok:
             outcome_after = trial.recheck(outcome)
             stats, clock = timing
             if outcome_after.ok:
-                rows.append(result_row(ctx, spec, task.l2, outcome_after, mean_length, stats, clock, utc_now()))
+                rows.append(result_row(ctx, spec, task.l2, outcome_after, mean_length, stats, clock, utc_now(),
+                                       read_us))
                 continue
             outcome = outcome_after
             sticky = sticky or (outcome if outcome.sticky else None)
-        rows.append(result_row(ctx, spec, task.l2, outcome, mean_length, timestamp=utc_now()))
+        rows.append(result_row(ctx, spec, task.l2, outcome, mean_length, timestamp=utc_now(), read_us=read_us))
     trial.release()
     return rows, sticky
 
@@ -162,10 +166,7 @@ PointFn = Callable[[PointTasks, list[dict[str, Any]], float], None]
 
 def impl_provenance(impls: list[Implementation]) -> dict[str, tuple[str, str]]:
     """name -> (source, version) for the impl_source / impl_version columns."""
-    provenance_of = getattr(registry, "provenance_of", None)
-    if provenance_of is None:
-        return {}
-    return {impl.name: (p.source, p.version) for impl in impls for p in [provenance_of(impl.name)]}
+    return {impl.name: (p.source, p.version) for impl in impls for p in [registry.provenance_of(impl.name)]}
 
 
 def device_key(device: DeviceInfo) -> tuple[str, str]:

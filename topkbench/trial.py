@@ -31,7 +31,9 @@ from topkbench.errors import StickyCudaError, UnsupportedError, one_line
 from topkbench.exactness import TopkChecker
 from topkbench.impls import Implementation
 from topkbench.schema import Status, build_row
-from topkbench.timing import Clock, L2Mode, Stats, TimingSettings, make_clock, measure_interleaved, timing_mode_of
+from topkbench.read_floor import read_floor_runner
+from topkbench.timing import (Clock, CudaClock, L2Mode, Stats, TimingSettings, make_clock, measure_interleaved,
+                              timing_mode_of)
 from topkbench.workload import PointInputs, Workload, WorkloadSpec, bytes_moved, make_workload
 
 #: Byte pattern of the poison: 0x7F7F7F7F as an int32 index is above any width the contract
@@ -91,6 +93,8 @@ class Trial:
         self._cuda = cuda
         self._checkers: dict[str, TopkChecker] = {}  # per device: the reference is computed once
         self._refilled = False
+        #: The read floor's samples from the last ``time(..., read_floor=True)``.
+        self.read_stats: Stats | None = None
 
     @property
     def workload(self) -> Workload:
@@ -167,16 +171,23 @@ class Trial:
         return outcome
 
     def time(self, outcomes: list[Outcome], settings: TimingSettings, l2: L2Mode,
-             flush: torch.Tensor | None = None) -> list[tuple[Stats, Clock] | None]:
+             flush: torch.Tensor | None = None, read_floor: bool = False) -> list[tuple[Stats, Clock] | None]:
         """Time the ok outcomes interleaved: (stats, clock) per outcome, None for those not ok.
-        The clocks are closed before returning."""
-        clocks = {str(i): make_clock(o.impl, o.runner, settings, l2, flush)
-                  for i, o in enumerate(outcomes) if o.ok}
+        With ``read_floor`` (GPU points) one streaming read of the scores is timed among them, in
+        the same mode, into ``self.read_stats``. The clocks are closed before returning."""
+        clocks: dict[str, Clock] = {str(i): make_clock(o.impl, o.runner, settings, l2, flush)
+                                    for i, o in enumerate(outcomes) if o.ok}
+        self.read_stats = None
+        if read_floor and clocks:
+            w = self.workload
+            runner = read_floor_runner(w.logits, w.lengths_arg)
+            clocks["read"] = CudaClock(runner, settings.mode, l2, settings.launches_per_sample, flush)
         try:
             stats = measure_interleaved(clocks, settings)
         finally:
             for clock in clocks.values():
                 clock.close()
+        self.read_stats = stats.get("read")
         return [(stats[str(i)], clocks[str(i)]) if str(i) in clocks else None for i in range(len(outcomes))]
 
     def release(self) -> None:
@@ -194,7 +205,8 @@ class RowContext:
 
 
 def result_row(ctx: RowContext, spec: WorkloadSpec, l2: L2Mode, outcome: Outcome, mean_length: float,
-               stats: Stats | None = None, clock: Clock | None = None, timestamp: str = "") -> dict[str, Any]:
+               stats: Stats | None = None, clock: Clock | None = None, timestamp: str = "",
+               read_us: float = math.nan) -> dict[str, Any]:
     """The result row of one outcome (timed when ``stats`` is given), checked against the schema."""
     impl = outcome.impl
     nan = math.nan
@@ -218,6 +230,7 @@ def result_row(ctx: RowContext, spec: WorkloadSpec, l2: L2Mode, outcome: Outcome
         "n_samples": stats.n if timed else 0, "samples_us": list(stats.samples_us) if timed else [],
         "rel_spread": stats.rel_spread if timed else nan, "noisy": bool(stats.noisy) if timed else False,
         "bytes": nbytes, "floor_us": floor_us, "pct_of_floor": 100.0 * floor_us / median if timed else nan,
+        "read_us": read_us,
         "kernel_hash": impl.kernel_hash() or "", "impl_source": source, "impl_version": version,
         "deterministic": bool(impl.deterministic),
         "timestamp": timestamp,
