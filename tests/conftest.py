@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from topkbench.cuda.loader import cupy_unavailable_reason
@@ -15,3 +18,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    # The sweeps of this session (and the subprocesses it starts) lock their device in a folder of
+    # their own: another process measuring on this machine must not refuse the tests' sweeps.
+    os.environ["TOPKBENCH_LOCK_DIR"] = tempfile.mkdtemp(prefix="topkbench-test-locks-")
