@@ -73,9 +73,11 @@ def test_real_cpu_measurements_fit_end_to_end(tmp_path, capsys):
         assert again.with_suffix(suffix).read_bytes() == out_path.with_suffix(suffix).read_bytes()
 
 
-def test_install_copies_the_module_where_auto_finds_it(tmp_path, capsys):
-    # looked up (and nothing found) before the install: --install makes this process look again
-    assert dispatch.choose(8, 2048, 64, ["torch-cpu", "numpy"], "cpu-amd-epyc") == "numpy"
+def test_install_copies_the_module_where_auto_finds_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(dispatch, "bundled_heuristics_dir", lambda: tmp_path / "no-shipped-modules")
+    # looked up (and nothing found) before the install: the default, torch.topk on CPU ...
+    assert dispatch.choose(1, 128, 16, ["torch-cpu", "numpy"], "cpu-amd-epyc") == "torch-cpu"
+    # ... and --install makes this process look again
     code, out, err = cli(capsys, FIXTURES, "--out", tmp_path / "fit.py", "--install")
     assert code == 0, err
     installed = Path.home() / ".config" / "topkbench" / "heuristics" / "cpu-amd-epyc.py"
@@ -141,3 +143,17 @@ def test_out_must_be_a_python_file(tmp_path, capsys):
     code, _, err = cli(capsys, FIXTURES, "--out", tmp_path / "f.txt")
     assert code != 0
     assert "must be a .py file" in one_error_line(err)
+
+
+def test_out_that_cannot_be_written_is_a_one_line_error_and_leaves_nothing(tmp_path, capsys):
+    folder = tmp_path / "fits.py"  # a folder, however it is named
+    folder.mkdir()
+    code, _, err = cli(capsys, FIXTURES, "--out", folder)
+    assert code == 2
+    assert one_error_line(err) == f"error: --out {folder}: is a folder; give the file to write"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = cli(capsys, FIXTURES, "--out", blocker / "fit.py")
+    assert code == 2 and "is a file, not a folder" in one_error_line(err)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix in (".json", ".md")]
+    assert list(folder.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -15,12 +16,13 @@ pytest.importorskip("plotly", reason="the report needs plotly (pip install 'topk
 
 from synthetic import make_frame  # noqa: E402
 
+from topkbench import results  # noqa: E402
 from topkbench.errors import ReportError  # noqa: E402
 from topkbench.report import build_report, render  # noqa: E402
 from topkbench.report import data as D  # noqa: E402
 from topkbench.report import figures as F  # noqa: E402
 from topkbench.report.fmt import sig  # noqa: E402
-from topkbench.report.selectors import load_heuristic  # noqa: E402
+from topkbench.report.selectors import hand_rules, load_heuristic  # noqa: E402
 from topkbench.store import read_results, to_table  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,7 +86,7 @@ def test_sig_rounds_to_three_significant_digits():
     assert sig(float("nan")) == "-"
 
 
-def test_winners_margin_and_regret_on_planted_times():
+def test_winners_and_margins_on_planted_times():
     frame = make_frame([
         dict(rows=1, seq_len=1024, k=8, impl="a", median_us=10.0),
         dict(rows=1, seq_len=1024, k=8, impl="b", median_us=15.0),
@@ -99,37 +101,56 @@ def test_winners_margin_and_regret_on_planted_times():
     assert pts.at[1024, "margin"] == pytest.approx(0.5)
     assert pts.at[4096, "margin"] == pytest.approx(1.0)
     assert pts.at[8192, "runner_up"] == ""  # b's wrong result is no competitor
-    always_a = D.regret(ds, D.FixedChoice("a")).set_index("seq_len")["regret"]
-    assert list(always_a) == pytest.approx([1.0, 2.0, 1.0])
-    always_b = D.regret(ds, D.FixedChoice("b")).set_index("seq_len")["regret"]
-    assert always_b[1024] == pytest.approx(1.5) and math.isnan(always_b[8192])
-    summary = D.regret_summary([(D.FixedChoice("b"), D.regret(ds, D.FixedChoice("b")))], lambda s: "fixed")
-    row = summary.iloc[0]
-    assert (row["covered"], row["points"]) == (2, 3)
-    assert row["geomean_regret"] == pytest.approx(math.sqrt(1.5))
-    assert row["within_5pct"] == pytest.approx(0.5)
+    (rules,) = D.rule_tables(frame, [])
+    summary = D.rule_summary(rules).set_index("rule")
+    assert summary.at["always a", "geomean_regret"] == pytest.approx(2 ** (1 / 3))
+    # b is unavailable where it was wrong: infinite regret, counted, as in the fit's figures
+    assert summary.at["always b", "unavailable"] == 1 and math.isinf(summary.at["always b", "max_regret"])
 
 
-def test_the_newest_run_of_a_point_wins_as_in_the_fit():
+def test_the_report_and_the_fit_summary_give_the_same_regret(tmp_path):
+    """One table behind both: newest-wins, worst over length modes and distributions, unavailable = inf."""
+    from topkbench import codegen
+    from topkbench.evaluate import evaluate
+    from topkbench.fit import fit
     from topkbench.results import select_points
 
-    old = dict(run_id="20260101T000000-aaaa", timestamp="2026-01-01T00:00:00+00:00")
-    new = dict(run_id="20260102T000000-bbbb", timestamp="2026-01-02T00:00:00+00:00")
-    tie = dict(run_id="20260102T000000-cccc", timestamp="2026-01-02T00:00:00+00:00")
-    frame = make_frame([
-        dict(rows=1, seq_len=1024, k=8, impl="a", median_us=10.0, **old),
-        dict(rows=1, seq_len=1024, k=8, impl="b", median_us=5.0, **old),
-        # a kernel change made b wrong here: its old timing must not stand in for it
-        dict(rows=1, seq_len=1024, k=8, impl="b", status="wrong", reason="bad", **new),
-        # same timestamp: the later run id wins, whatever the file order
-        dict(rows=1, seq_len=1024, k=8, impl="a", median_us=30.0, **tie),
-        dict(rows=1, seq_len=1024, k=8, impl="a", median_us=20.0, **new),
-        dict(rows=1, seq_len=1024, k=8, impl="c", median_us=40.0, **new),
-    ])
-    (ds,) = D.split_datasets(frame)
-    assert ds.medians.loc[(1, 1024, 8), "a"] == 30.0 and ds.impls == ["a", "c"]
-    points, _ = select_points(frame)
-    assert dict(zip(points.impls, points.regret[0])) == {"a": 1.0, "c": 40.0 / 30.0}
+    old = gpu_frame()
+    old["run_id"], old["timestamp"] = "20251231T000000-old0", "2025-12-31T00:00:00+00:00"
+    old["median_us"] = old["median_us"] * 3.0  # superseded: must count nowhere
+    ragged = gpu_frame()
+    ragged["length_mode"] = "ragged"
+    ragged.loc[ragged["impl"] == "radix", "median_us"] *= 1.3  # the worst case differs from the fixed one
+    frame = pd.concat([old, gpu_frame(), ragged], ignore_index=True)
+
+    points, provenance = select_points(frame)
+    result = fit(points, provenance)
+    evaluation = evaluate(result)
+    fit_json = json.loads(codegen.render_json(result, evaluation))
+    written = {row["label"]: row["figures"] for row in fit_json["evaluation"]}
+    module = tmp_path / "synthetic_gpu.py"
+    module.write_text(codegen.render_module(result, evaluation))
+
+    (rules,) = D.rule_tables(results.newest(frame).frame, hand_rules())
+    summary = D.rule_summary(rules).set_index("rule")
+    for label in ("rule proposal", "rule batch128", "always radix", "always torch", "always per_row"):
+        for figure, column in (("geomean", "geomean_regret"), ("max", "max_regret"), ("within_5pct", "within_5pct"),
+                               ("unavailable", "unavailable")):
+            # JSON spells an infinite figure "inf"
+            assert summary.at[label, column] == pytest.approx(float(written[label][figure]), abs=1e-6), label
+    # the planted wrong radix and unsupported large_context results: rules picking them are unavailable there
+    assert summary.at["rule proposal", "unavailable"] == 1 and math.isinf(summary.at["rule proposal", "geomean_regret"])
+    assert 1.0 < summary.at["always per_row", "geomean_regret"] < math.inf  # finite figures compared too
+
+    html = render(frame, heuristic=load_heuristic(module))
+    # the fitted module on the data it was fitted to: in-sample, and labelled so
+    in_sample = written["fit, in-sample"]
+    assert "fitted module, in-sample" in html and sig(in_sample["geomean"]) in html
+    # its quality is the held-out figures it recorded, shown as such
+    for label in ("fit, held-out seq_len", "fit, held-out rows", "fit, held-out random 20%"):
+        assert label in html
+    assert "recorded by fit-heuristic on the data it was fitted to" in html
+    assert "runs overlap" in html and "20251231T000000-old0" in html
 
 
 def test_speedup_is_baseline_over_fastest_other():
@@ -149,7 +170,8 @@ def test_gpu_report_embeds_plotly_once_and_draws_rules():
     assert html.count('class="plotly-graph-div') == html.count("Plotly.newPlot") > 5
     assert '"name":"rule: proposal"' in html
     for section in ("Latency vs seq_len", "Winner map", "Speedup over torch", "memory floor",
-                    "Regret of dispatch rules", "Timing noise", "Provenance", "large_context-hash0001"):
+                    "Dispatch rules: Synthetic GPU - graph/hot L2", "Timing noise", "Provenance",
+                    "large_context-hash0001"):
         assert section in html
 
 
@@ -227,7 +249,7 @@ def test_matching_heuristic_is_drawn_and_judged(tmp_path):
                            "    return 'per_row' if max_seq_len < 16384 else 'large_context'\n")
     html = render(gpu_frame(), heuristic=load_heuristic(module), rules=[])
     assert '"name":"rule: fitted (heuristic_test.py)"' in html
-    assert "thresholds fitted by topkbench" in html
+    assert "fitted module, on these results" in html  # it records no source runs: not in-sample
 
 
 @pytest.mark.parametrize("body, message", [
@@ -312,3 +334,27 @@ def test_hot_l2_graph_datasets_come_first():
                for l2 in ("cold", "hot") for mode in ("ragged", "fixed") for impl, t in (("a", 1.0), ("b", 2.0))]
     order = [(d.key["l2"], d.key["length_mode"]) for d in D.split_datasets(make_frame(records))]
     assert order == [("hot", "fixed"), ("hot", "ragged"), ("cold", "fixed"), ("cold", "ragged")]
+
+
+def test_out_that_cannot_be_written_is_a_one_line_error_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from topkbench.cli import main
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    with pytest.raises(ReportError, match="is a folder; give the file to write"):
+        build_report([FIXTURES], folder)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ReportError, match="is a file, not a folder"):
+        build_report([FIXTURES], blocker / "report.html")
+    for out in (folder, blocker / "report.html"):
+        with pytest.raises(SystemExit) as failed:
+            main(["report", str(FIXTURES), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert failed.value.code == 2 and err.startswith("error: --out ") and "Traceback" not in err
+    # a failure while writing: one line, and no temporary file left behind
+    monkeypatch.setattr("os.replace", lambda a, b: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(ReportError, match="cannot write \\(No space left on device\\)") as info:
+        build_report([FIXTURES], folder / "report.html")
+    assert "\n" not in info.value.message
+    assert list(folder.iterdir()) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from topkbench import __version__
+from topkbench import __version__, dispatch
 from topkbench.config import bundled_configs
 from topkbench.impls import registry
 from topkbench.provenance import device_info, git_state
@@ -32,6 +32,11 @@ def list_command() -> None:
               + (f", CuPy {device.cupy_version}" if device.cupy_version else ", CuPy not installed")
               + (f", driver {device.driver}" if device.driver else ""))
     out.print(f"bundled configs: {', '.join(bundled_configs())}")
+    # impl="auto" runs on the device of its input: the current GPU when one is usable, and the CPU.
+    slugs = ([device.gpu_slug] if device.is_cuda else []) + [device_info(False).gpu_slug]
+    for slug in slugs:
+        resolution = dispatch.resolve(slug)
+        out.print(f"impl='auto' on {slug}: {resolution.kind}: {resolution.reason}")
 
 
 def register(app: typer.Typer) -> None:

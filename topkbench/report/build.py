@@ -7,7 +7,9 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from topkbench import results
 from topkbench.errors import ReportError, StoreError
+from topkbench.output_files import check_output_path, write_texts
 from topkbench.report import data as D
 from topkbench.report import figures as F
 from topkbench.report.html import Column, Page, key_values, note, num, table
@@ -24,14 +26,18 @@ def _pct(v: float) -> str:
 
 
 _REGRET_COLUMNS = [
-    Column("rule", "rule"), Column("kind", "kind"), Column("description", "description"),
-    Column("covered", "points with a timing of the pick", lambda v: str(int(v)), numeric=True),
-    Column("points", "points", lambda v: str(int(v)), numeric=True),
+    Column("rule", "rule"), Column("kind", "figures"),
     Column("geomean_regret", "geo-mean regret", num, numeric=True),
     Column("max_regret", "max regret", num, numeric=True),
     Column("within_5pct", "within 5% of fastest", _pct, numeric=True),
-    Column("unmeasured_picks", "picks without a timing"),
+    Column("unavailable", "unavailable picks", lambda v: str(int(v)), numeric=True),
+    Column("cells", "cells", lambda v: str(int(v)), numeric=True),
+    Column("note", "note"),
 ]
+#: How each kind of figure reads, for the legend under the table.
+_KINDS = ("held-out: the fitted thresholds on cells they were not fitted to, the fit's quality; in-sample: on "
+          "the cells they were fitted to (optimistic); fitted: a module judged on results it was not fitted to; "
+          "fixed and rule: need no fitting, judged on every cell.")
 _POINT = [Column("rows", "rows"), Column("seq_len", "seq_len"), Column("k", "k")]
 _FAIL_COLUMNS = [Column("gpu_name", "device"), Column("timing_mode", "timing"), Column("l2", "L2"),
                  Column("length_mode", "lengths"), Column("distribution", "distribution"), *_POINT,
@@ -87,17 +93,6 @@ def _dataset_section(page: Page, ds: D.Dataset, selectors: list[D.Selector], ind
     page.heading("Share of the memory floor", 3, f"{anchor}-floor")
     page.figure(F.floor(ds))
 
-    page.heading("Regret of dispatch rules", 3, f"{anchor}-regret")
-    tables = [(s, D.regret(ds, s)) for s in selectors]
-    fixed = [(s, D.regret(ds, s)) for s in (D.FixedChoice(i) for i in ds.impls)]
-    summary = D.regret_summary(tables + fixed, lambda s: "fixed choice" if isinstance(s, D.FixedChoice)
-                               else "fitted" if isinstance(s, Heuristic) else "hand rule")
-    page.html(note("Regret at a point = the chosen implementation's median / the fastest median there "
-                   "(1 = optimal). Points where a rule picks an implementation without a timing are left out "
-                   "of its figures and counted separately."))
-    page.html(table(summary, _REGRET_COLUMNS))
-    page.figure(F.regret(tables + fixed))
-
     page.heading("Timing noise", 3, f"{anchor}-noise")
     noise = D.noise_table(ds)
     noisy = noise[noise["noisy"]]
@@ -109,29 +104,53 @@ def _dataset_section(page: Page, ds: D.Dataset, selectors: list[D.Selector], ind
         page.html(table(noisy.sort_values("rel_spread", ascending=False), _NOISE_COLUMNS, limit=NOISY_ROWS_SHOWN))
 
 
+def _rule_section(page: Page, rule_table: D.RuleTable, index: int) -> None:
+    anchor = f"rules{index}"
+    page.heading(f"Dispatch rules: {rule_table.title}", 2, anchor)
+    combined = len(rule_table.points.cells)
+    page.html(note(f"Regret at a cell (rows, seq_len, k) = the chosen implementation's median / the fastest median, "
+                   f"worst over the length modes and distributions measured there ({combined} cells): a dispatcher "
+                   "sees only the cell. A pick without a usable timing is unavailable: infinite regret, counted in "
+                   "its own column. These are the figures fit-heuristic writes for the same data."))
+    page.html(table(D.rule_summary(rule_table), _REGRET_COLUMNS))
+    page.html(note(_KINDS))
+    page.figure(F.regret(rule_table))
+
+
 def render(frame: pd.DataFrame, heuristic: Heuristic | None = None, rules: Sequence[D.Selector] | None = None,
            sources: Sequence[str] = ()) -> str:
     """The report page for the results in ``frame`` (a frame of the result schema)."""
     F.plotly_modules()
     from plotly.offline import get_plotlyjs
 
-    datasets = D.split_datasets(frame)
+    kept = results.newest(frame)
+    datasets = D.split_datasets(kept.frame)
     fitted = datasets_for(heuristic, datasets) if heuristic is not None else []
     rules = list(hand_rules() if rules is None else rules)
-    failed = D.failures(frame)
+    failed = D.failures(kept.frame)
+    rule_tables = D.rule_tables(kept.frame, rules, heuristic if fitted else None,
+                                heuristic.gpu_name or fitted[0].key["gpu_name"] if fitted else None,
+                                heuristic.recorded_quality() if fitted else [],
+                                heuristic.fitted_runs() if fitted else set())
 
     page = Page("topkbench report")
     devices = sorted(frame["gpu_name"].astype(str).unique())
+    timings = len(kept.frame) - len(failed)
     page.html(key_values([
         ("devices", ", ".join(devices)),
-        ("result rows", f"{len(frame)} ({len(frame) - len(failed)} ok timings, {len(failed)} failed/unsupported)"),
+        ("result rows", f"{len(frame)} ({timings} ok timings, {len(failed)} failed/unsupported"
+                        + (f", {len(frame) - len(kept.frame)} replaced by newer runs" if kept.notice else "") + ")"),
         ("datasets", str(len(datasets))),
         ("measured", f"{frame['timestamp'].min()} to {frame['timestamp'].max()}"),
         ("fitted heuristic", f"{heuristic.path} (GPU: {heuristic.gpu_name or 'not stated'})" if heuristic else "none given"),
         ("sources", ", ".join(sources) or "in-memory frame"),
+        *([("overlapping runs", kept.notice)] if kept.notice else []),
     ]))
     page.html(note("A dataset holds the timings taken under one set of conditions (device, timing mode, "
-                   "L2 state, length mode, distribution); timings are compared only within one."))
+                   "L2 state, length mode, distribution); timings are compared only within one. A point "
+                   "measured by several runs shows its newest measurement."))
+    for i, rule_table in enumerate(rule_tables):
+        _rule_section(page, rule_table, i)
     for i, ds in enumerate(datasets):
         _dataset_section(page, ds, _selectors(ds, fitted, heuristic, rules), i)
 
@@ -151,6 +170,8 @@ def build_report(paths: Iterable[str | Path], out: str | Path, heuristic: str | 
     paths = [Path(p) for p in paths]
     if not paths:
         raise ReportError("no result files given", hint="topkbench report RESULTS... --out report.html")
+    out = Path(out)
+    check_output_path(out, "--out", ReportError)  # before the work: a bad path should not cost a report first
     F.plotly_modules()
     try:
         frame = read_results(paths)
@@ -158,10 +179,5 @@ def build_report(paths: Iterable[str | Path], out: str | Path, heuristic: str | 
         raise ReportError(exc.message, hint=exc.hint) from None
     loaded = load_heuristic(heuristic) if heuristic is not None else None
     sources = sorted(set(frame.get("source_file", pd.Series(dtype=str)).astype(str)))
-    page = render(frame, loaded, sources=sources)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_texts({out: render(frame, loaded, sources=sources)}, "--out", ReportError)
     return out

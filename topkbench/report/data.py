@@ -1,27 +1,34 @@
-"""Tidy aggregations behind the report: datasets, winners, speedups, rule regret.
+"""Tidy aggregations behind the report: datasets, speedups, the dispatch rules' regret.
+
+Everything is read through topkbench.results, as the fit reads it: the newest row of each
+(device, point, implementation) wins, and only usable timings (status ok, finite positive median)
+are plotted; everything else goes to the failure table.
 
 A *dataset* is every point measured under one set of conditions (device, timing mode, L2 state,
 length mode, distribution): timings are only comparable inside one. Within a dataset a *point* is
-(rows, seq_len, k). Only rows with status ``ok`` and a finite positive median count as timings;
-everything else goes to the failure table and is never plotted.
+(rows, seq_len, k). Dispatch rules are judged per (device, timing mode, L2 state) on the cell
+table of topkbench.results (worst regret over the length modes and distributions), with the
+figures of topkbench.evaluate: the same numbers fit-heuristic writes for the same data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Iterable, Protocol
 
 import numpy as np
 import pandas as pd
 
+from topkbench import results
 from topkbench.errors import ReportError
-from topkbench.results import WITHIN, Figures
+from topkbench.evaluate import EvalRow, judge, reference_rows
+from topkbench.results import BASELINES, WITHIN, Points, usable, winners
 
 #: Conditions under which timings are comparable; one report section each.
 DATASET_COLUMNS = ("gpu_name", "timing_mode", "l2", "length_mode", "distribution")
+#: Conditions under which dispatch rules are judged (length modes and distributions combined).
+RULE_COLUMNS = ("gpu_name", "timing_mode", "l2")
 POINT_COLUMNS = ("rows", "seq_len", "k")
-#: Baselines in order of preference: torch.topk on the GPU, then on the CPU (DESIGN.md section 4).
-BASELINES = ("torch", "torch-cpu")
 #: "Within 5% of the oracle" (DESIGN.md section 8), as the fit's evaluation counts it.
 NEAR_ORACLE = WITHIN
 
@@ -64,14 +71,9 @@ class Dataset:
         return sorted(self.points["k"].unique().tolist())
 
 
-def timed_mask(frame: pd.DataFrame) -> pd.Series:
-    median = pd.to_numeric(frame["median_us"], errors="coerce")
-    return (frame["status"] == "ok") & np.isfinite(median) & (median > 0)
-
-
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows that are not usable timings, with why; an ok row without a timing is listed too."""
-    bad = frame[~timed_mask(frame)].copy()
+    bad = frame[~usable(frame)].copy()
     no_timing = bad["status"] == "ok"
     bad.loc[no_timing, "reason"] = "status ok but no finite timing stored"
     bad.loc[no_timing, "status"] = "error"
@@ -79,35 +81,11 @@ def failures(frame: pd.DataFrame) -> pd.DataFrame:
     return bad[columns].sort_values([*DATASET_COLUMNS, *POINT_COLUMNS, "impl"], kind="stable").reset_index(drop=True)
 
 
-def winners(medians: pd.DataFrame) -> pd.DataFrame:
-    """Per point: the fastest impl, its time, the runner-up and the margin (runner-up / best - 1)."""
-    values = medians.to_numpy(dtype=float)
-    impls = np.array(medians.columns)
-    filled = np.where(np.isnan(values), np.inf, values)
-    order = np.argsort(filled, axis=1, kind="stable")
-    best_i = order[:, 0]
-    best = filled[np.arange(len(values)), best_i]
-    has_second = np.isfinite(values).sum(axis=1) >= 2
-    second_i = order[:, 1] if values.shape[1] > 1 else best_i
-    second = np.where(has_second, filled[np.arange(len(values)), second_i], np.nan)
-    out = medians.index.to_frame(index=False)
-    out["winner"] = impls[best_i]
-    out["best_us"] = best
-    out["runner_up"] = np.where(has_second, impls[second_i], "")
-    out["runner_up_us"] = second
-    out["margin"] = second / best - 1.0
-    return out
-
-
 def split_datasets(frame: pd.DataFrame) -> list[Dataset]:
-    """The ok timings of ``frame`` grouped into datasets; ReportError when there are none.
-
-    A (point, impl) measured by several runs keeps its newest row, as the fit does
-    (topkbench.points.select_points): a newer wrong or failed result replaces an older timing.
-    """
-    newest = frame.sort_values(["timestamp", "run_id"], kind="stable")
-    newest = newest.drop_duplicates(subset=[*DATASET_COLUMNS, *POINT_COLUMNS, "impl"], keep="last")
-    ok = newest[timed_mask(newest)].copy()
+    """The usable timings of ``frame`` (after newest-wins) grouped into datasets; ReportError when
+    there are none."""
+    newest = results.newest(frame).frame
+    ok = newest[usable(newest)].copy()
     if ok.empty:
         counts = newest["status"].value_counts().to_dict()
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no rows"
@@ -166,61 +144,71 @@ def rule_picks(selector: Selector, grid: Iterable[tuple[int, int, int]]) -> dict
     return picks
 
 
-def regret(ds: Dataset, selector: Selector) -> pd.DataFrame:
-    """Per point: what ``selector`` picks and its regret (picked median / best median).
+@dataclass
+class RuleTable:
+    """Dispatch rules judged on one (device, timing mode, L2 state): figures per rule and per cell."""
 
-    Regret is NaN where the pick has no ok timing at that point (not measured, failed, wrong).
-    """
-    out = ds.points[[*POINT_COLUMNS, "winner", "best_us"]].copy()
-    picks = rule_picks(selector, out[list(POINT_COLUMNS)].itertuples(index=False, name=None))
-    out["picked"] = [picks[p] for p in out[list(POINT_COLUMNS)].itertuples(index=False, name=None)]
-    med = ds.medians.to_numpy(dtype=float)
-    col = {impl: i for i, impl in enumerate(ds.medians.columns)}
-    out["picked_us"] = [med[r, col[p]] if p in col else np.nan for r, p in enumerate(out["picked"])]
-    out["regret"] = out["picked_us"] / out["best_us"]
-    out["rule"] = selector.name
-    return out
-
-
-@dataclass(frozen=True)
-class FixedChoice:
-    """'Always impl X': the reference every fitted or hand rule should beat."""
-
-    impl: str
+    key: dict[str, str]
+    points: Points
+    #: One row per rule, from topkbench.evaluate (kinds: in-sample, fitted, held-out, fixed, rule).
+    rows: list[EvalRow]
+    #: (label, cells' picks, cells' regret) of every rule judged on the cells here.
+    picks: list[tuple[str, list[str], np.ndarray]]
 
     @property
-    def name(self) -> str:
-        return f"always {self.impl}"
-
-    @property
-    def description(self) -> str:
-        return f"{self.impl} at every point"
-
-    def select(self, num_rows: int, max_seq_len: int, k: int) -> str:
-        return self.impl
+    def title(self) -> str:
+        return f"{self.key['gpu_name']} - {self.key['timing_mode']}/{self.key['l2']} L2"
 
 
-def regret_summary(tables: list[tuple[Selector, pd.DataFrame]], kind: Callable[[Selector], str]) -> pd.DataFrame:
-    """Per rule: coverage, geometric-mean and max regret, share of points within 5% of the oracle.
+def _judged(points: Points, label: str, kind: str, selector: Selector,
+            picks: list[tuple[str, list[str], np.ndarray]]) -> EvalRow:
+    row = judge(points, label, kind, selector)
+    chosen = [str(p) for p in rule_picks(selector, ((r, s, k) for k, r, s in points.cells)).values()]
+    picks.append((label, chosen, points.regret_of(chosen)))
+    return row
 
-    The figures are topkbench.evaluate's, over the points where the pick has a timing.
-    """
-    rows = []
-    for selector, table in tables:
-        covered = Figures.of(table["regret"].dropna().to_numpy())
-        uncovered = sorted(set(table.loc[table["regret"].isna(), "picked"]))
-        rows.append({
-            "rule": selector.name,
-            "kind": kind(selector),
-            "description": selector.description,
-            "points": len(table),
-            "covered": covered.n,
-            "geomean_regret": covered.geomean,
-            "max_regret": covered.max,
-            "within_5pct": covered.within_5pct,
-            "unmeasured_picks": ", ".join(uncovered),
-        })
-    return pd.DataFrame(rows)
+
+def rule_tables(newest: pd.DataFrame, rules: list[Selector], fitted: Selector | None = None,
+                fitted_gpu: str | None = None, fitted_rows: list[EvalRow] = (),
+                fitted_runs: set[str] = frozenset()) -> list[RuleTable]:
+    """Per (device, timing mode, L2 state) of ``newest``: every hand rule, every fixed choice, and
+    the fitted module on its own device (in-sample when fitted on these runs), with the held-out
+    figures it recorded (``fitted_rows``)."""
+    tables = []
+    for key, group in newest.groupby(list(RULE_COLUMNS), sort=True):
+        points = results.cell_table(group)
+        if len(points.impls) < 2 or not points.cells:
+            continue
+        picks: list[tuple[str, list[str], np.ndarray]] = []
+        rows: list[EvalRow] = []
+        if fitted is not None and key[0] == fitted_gpu:
+            in_sample = bool(fitted_runs & set(group["run_id"].astype(str)))
+            label = "fitted module, in-sample" if in_sample else "fitted module, on these results"
+            rows.append(_judged(points, label, "in-sample" if in_sample else "fitted", fitted, picks))
+            rows += fitted_rows
+        for rule in rules:
+            missing = rule.missing(points.impls) if hasattr(rule, "missing") else []
+            if missing:
+                rows.append(EvalRow(f"rule {rule.name}", "rule", None, f"n/a: no data for {', '.join(missing)}"))
+            else:
+                rows.append(_judged(points, f"rule {rule.name}", "rule", rule, picks))
+        rows += reference_rows(points, rule_names=[])
+        picks += [(f"always {impl}", [impl] * len(points.cells), points.regret[:, j])
+                  for j, impl in enumerate(points.impls)]
+        tables.append(RuleTable(dict(zip(RULE_COLUMNS, key)), points, rows, picks))
+    return tables
+
+
+def rule_summary(table: RuleTable) -> pd.DataFrame:
+    """One line per rule of ``table``: its figures, or why it does not apply."""
+    out = []
+    for row in table.rows:
+        f = row.figures
+        out.append({"rule": row.label, "kind": row.kind, "note": row.note,
+                    "cells": f.n if f else np.nan, "geomean_regret": f.geomean if f else np.nan,
+                    "max_regret": f.max if f else np.nan, "within_5pct": f.within_5pct if f else np.nan,
+                    "unavailable": f.unavailable if f else np.nan})
+    return pd.DataFrame(out)
 
 
 def noise_table(ds: Dataset) -> pd.DataFrame:

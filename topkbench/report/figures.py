@@ -266,20 +266,21 @@ def floor(ds: D.Dataset) -> Any:
     return fig
 
 
-def regret(tables: list[tuple[D.Selector, pd.DataFrame]]) -> Any | None:
-    """Regret of each rule at every point it covers (1 = it picked the fastest impl)."""
+def regret(table: D.RuleTable) -> Any | None:
+    """Regret of each rule at every cell (worst over length modes and distributions; 1 = the
+    fastest everywhere there); unavailable picks are left out of the plot and counted in the table."""
     go, _ = plotly_modules()
     fig = go.Figure()
-    for si, (sel, table) in enumerate(tables):
-        t = table.dropna(subset=["regret"])
-        if t.empty:
+    cells = table.points.cells
+    for si, (label, picks, regret) in enumerate(table.picks):
+        shown = np.isfinite(regret)
+        if not shown.any():
             continue
-        hover = [f"rows {p.rows}, seq_len {p.seq_len}, k {p.k}<br>picked {p.picked} {_exact(p.picked_us)} us"
-                 f"<br>best {p.winner} {_exact(p.best_us)} us<br>regret {_exact(p.regret)}"
-                 for p in t.itertuples(index=False)]
-        fig.add_trace(go.Box(y=t["regret"], name=sel.name, boxpoints="all", jitter=0.5, pointpos=0,
-                             marker=dict(size=5, color=RULE_COLOURS[si % len(RULE_COLOURS)]),
-                             line=dict(color=RULE_COLOURS[si % len(RULE_COLOURS)]), fillcolor="rgba(0,0,0,0)",
+        hover = [f"rows {r}, seq_len {s}, k {k}<br>picked {p}<br>regret {_exact(float(g))}"
+                 for (k, r, s), p, g, keep in zip(cells, picks, regret, shown) if keep]
+        colour = RULE_COLOURS[si % len(RULE_COLOURS)]
+        fig.add_trace(go.Box(y=regret[shown], name=label, boxpoints="all", jitter=0.5, pointpos=0,
+                             marker=dict(size=5, color=colour), line=dict(color=colour), fillcolor="rgba(0,0,0,0)",
                              customdata=hover, hovertemplate="%{customdata}<extra>%{fullData.name}</extra>"))
     if not fig.data:
         return None
@@ -287,8 +288,9 @@ def regret(tables: list[tuple[D.Selector, pd.DataFrame]]) -> Any | None:
     # Annotations on a log axis take log10 coordinates (add_hline's own label would land at 10^1.05).
     fig.add_annotation(x=1, xref="paper", xanchor="right", y=math.log10(D.NEAR_ORACLE), yref="y", yanchor="bottom",
                        text="5% over the fastest", showarrow=False, font=dict(color="#777", size=11))
-    fig.update_yaxes(type="log", title_text="regret (chosen / fastest)")
-    _layout(fig, "Regret per point: chosen implementation's median / the fastest median", 480)
+    fig.update_yaxes(type="log", title_text="regret (chosen / fastest, worst over the data kinds)")
+    _layout(fig, "Regret per cell (rows, seq_len, k): chosen implementation's median / the fastest median, "
+                 "worst over length modes and distributions", 480)
     fig.update_layout(showlegend=False)
     return fig
 

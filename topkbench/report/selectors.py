@@ -16,7 +16,9 @@ from types import ModuleType
 from topkbench import rules
 from topkbench.dispatch import load_heuristic_module
 from topkbench.errors import ReportError, UsageError
+from topkbench.evaluate import EvalRow
 from topkbench.report.data import Dataset, Selector, rule_picks
+from topkbench.results import Figures
 
 #: Where a generated module may state its GPU: a module constant, else a banner line.
 _GPU_ATTRS = ("GPU_NAME", "GPU", "DEVICE_NAME")
@@ -42,6 +44,29 @@ class Heuristic:
 
     def select(self, num_rows: int, max_seq_len: int, k: int) -> str:
         return self.module.select(num_rows, max_seq_len, k)
+
+    def fitted_runs(self) -> set[str]:
+        """The run ids of the data the module was fitted on (its SOURCES), if it records them."""
+        sources = getattr(self.module, "SOURCES", ())
+        try:
+            return {str(run) for _, runs in sources for run in runs}
+        except (TypeError, ValueError):
+            return set()
+
+    def recorded_quality(self) -> list[EvalRow]:
+        """The held-out figures fit-heuristic recorded in the module (its FIGURES): the fit's quality."""
+        rows = []
+        for label, entry in (getattr(self.module, "FIGURES", None) or {}).items():
+            if not isinstance(entry, dict) or entry.get("kind") != "held-out":
+                continue
+            note = "recorded by fit-heuristic on the data it was fitted to"
+            if "geomean" not in entry:
+                rows.append(EvalRow(label, "held-out", None, str(entry.get("note", ""))))
+                continue
+            figures = Figures(int(entry["n"]), float(entry["geomean"]), float(entry["max"]),
+                              float(entry["within_5pct"]), int(entry["unavailable"]))
+            rows.append(EvalRow(label, "held-out", figures, note))
+        return rows
 
 
 def _banner_gpu(module: ModuleType, source: str) -> str | None:
