@@ -10,9 +10,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-#: Baselines a speedup is computed against, in order of preference.
-BASELINES = ("torch", "torch-cpu")
-
+from topkbench.results import BASELINES, cell_table, newest, usable
 
 #: Width for output that is not a terminal (logs, pipes): rich's 80 columns would cut table columns.
 LOG_WIDTH = 160
@@ -32,14 +30,17 @@ def fmt_us(value: float) -> str:
 
 
 def summary_table(frame: pd.DataFrame, max_lines: int = 30) -> tuple[Table, int]:
-    """Median microseconds per (rows, seq_len, k) and implementation over this run's ok rows.
+    """Median microseconds per (rows, seq_len, k) and implementation over the usable timings.
 
-    Distributions and length modes are averaged (geometric mean of medians) so the table stays
-    one line per shape; returns the table and how many shapes were left out.
+    Times are the geometric mean over the distributions and length modes measured, so the table
+    stays one line per shape; "best" is the implementation with the least worst-case regret over
+    them, as the fit judges a cell (topkbench.results). Returns the table and how many shapes
+    were left out.
     """
-    ok = frame[frame["status"] == "ok"]
-    table = Table(title="median us per selection (geometric mean over distributions and length modes)",
-                  title_justify="left", show_edge=False, pad_edge=False)
+    kept = newest(frame).frame
+    ok = kept[usable(kept)]
+    table = Table(title="median us per selection (geometric mean over distributions and length modes; best: least "
+                        "worst-case regret)", title_justify="left", show_edge=False, pad_edge=False)
     if ok.empty:
         table.add_column("no successful measurements")
         return table, 0
@@ -47,6 +48,8 @@ def summary_table(frame: pd.DataFrame, max_lines: int = 30) -> tuple[Table, int]
               .groupby(["rows", "seq_len", "k", "impl"])["log_us"].mean().apply(np.exp)
               .unstack("impl"))
     impls = list(grid.columns)
+    cells = cell_table(kept, impls)
+    best_of = {(r, s, k): impls[int(np.argmin(regret))] for (k, r, s), regret in zip(cells.cells, cells.regret)}
     baseline = next((b for b in BASELINES if b in impls), None)
     for name in ("rows", "seq_len", "k"):
         table.add_column(name, justify="right")
@@ -57,13 +60,13 @@ def summary_table(frame: pd.DataFrame, max_lines: int = 30) -> tuple[Table, int]
         table.add_column(f"vs {baseline}", justify="right")
     shown = grid.head(max_lines)
     for (rows, seq_len, k), values in shown.iterrows():
-        best = values.idxmin()
-        cells = [str(rows), str(seq_len), str(k)]
-        cells += [f"[bold]{fmt_us(values[i])}[/bold]" if i == best else fmt_us(values[i]) for i in impls]
-        cells.append(best)
+        best = best_of[(rows, seq_len, k)]
+        cells_text = [str(rows), str(seq_len), str(k)]
+        cells_text += [f"[bold]{fmt_us(values[i])}[/bold]" if i == best else fmt_us(values[i]) for i in impls]
+        cells_text.append(best)
         if baseline is not None and len(impls) > 1:
-            cells.append(f"{values[baseline] / values[best]:.2f}x" if values[baseline] == values[baseline] else "-")
-        table.add_row(*cells)
+            cells_text.append(f"{values[baseline] / values[best]:.2f}x" if values[baseline] == values[baseline] else "-")
+        table.add_row(*cells_text)
     return table, len(grid) - len(shown)
 
 
