@@ -1,19 +1,28 @@
 // radix: exact top-k with several CTAs cooperating on one row (DESIGN.md section 4, issue #4).
 //
 // Long rows at small batch leave most SMs idle with one CTA per row, so a group of
-// `ctas_per_row` CTAs shares each row. Every CTA converts its chunk of the row to ordered keys
-// once and keeps them in shared memory (the part beyond `smem_keys` is re-read from global
-// memory each pass, so any length works). Each round picks one digit of the k-th largest key:
-// CTAs build a shared-memory histogram of the keys still matching the prefix, add it into the
-// group's global histogram with atomics, meet at a group barrier, and all compute the same bucket
-// from the global histogram. A final collect pass reserves output slots with one atomic per CTA:
-// keys above the final prefix fill slots [0, k - k_rem), keys equal to it fill [k - k_rem, k)
-// in reservation order until exactly k are written, even when the ties span CTAs.
+// `ctas_per_row` CTAs shares each row; CTA c owns the contiguous chunk c of it. Every CTA converts
+// its chunk to ordered keys once and keeps them in shared memory (the part beyond `smem_keys` is
+// re-read from global memory each pass, so any length works). Each round picks one digit of the
+// k-th largest key: CTAs build a shared-memory histogram of the keys still matching the prefix,
+// add it into the group's global histogram with atomics, meet at a group barrier, and all compute
+// the same bucket from the global histogram. A final collect pass writes keys above the final
+// prefix to slots [0, k - k_rem) and keys equal to it (the ties) to [k - k_rem, k).
 //
-// The group state (histograms, counters, barrier) lives in a caller-provided workspace that is
-// zero at launch and that the kernel leaves zero at exit, so back-to-back launches and CUDA-graph
-// replays need no memset. The barrier needs every CTA of the grid resident at once: the host
-// sizes the grid from the occupancy calculator and never launches more.
+// RADIX_DETERMINISTIC=1 (the default, implementation `radix`): after the last round every CTA
+// publishes its counts of keys above the threshold and of ties in the workspace, and reads those
+// of the lower CTAs of its group (the exchange: one more meeting, of the lower CTAs only). CTA c
+// then writes its above keys from the slot after the lower CTAs' ones and takes ties from the
+// rank after theirs, each in index order (a block-wide scan per tile, topk::TileScan): the output
+// is the entries above the k-th value in ascending index order, then the lowest-index ties in
+// ascending index order, whatever the number of CTAs per row. RADIX_DETERMINISTIC=0
+// (`radix-nondet`): each CTA reserves its slots with one global atomic per kind, in arrival
+// order, and ties are taken in that order until k are written.
+//
+// The group state (histograms, counters, barrier, exchange) lives in a caller-provided workspace
+// that is zero at launch and that the kernel leaves zero at exit, so back-to-back launches and
+// CUDA-graph replays need no memset. The barrier needs every CTA of the grid resident at once: the
+// host sizes the grid from the occupancy calculator and never launches more.
 #include "topk_common.cuh"
 
 // Threads per CTA (a power of two, 64..1024).
@@ -39,6 +48,14 @@
 #ifndef RADIX_SPIN_LIMIT
 #define RADIX_SPIN_LIMIT (1u << 26)
 #endif
+// 1: deterministic slots and tie set (see the top of this file); 0: atomic slot counters.
+#ifndef RADIX_DETERMINISTIC
+#define RADIX_DETERMINISTIC 1
+#endif
+// Most CTAs one row may use (the exchange has a slot per CTA; topkbench/cuda/radix.py caps plans).
+#ifndef RADIX_MAX_CTAS
+#define RADIX_MAX_CTAS 256
+#endif
 // Timing knock-outs, never used for results: 0 full kernel; 1 load + first local histogram only;
 // 2 every round but no collect; 3 return at once (launch cost of the same grid).
 #ifndef RADIX_STOP_AFTER
@@ -54,6 +71,13 @@ constexpr int kBins = 1 << kBits;
 constexpr int kRounds = (32 + kBits - 1) / kBits;
 constexpr int kBinsPerThread = kBins >= kThreads ? kBins / kThreads : 1;
 constexpr int kUnroll = 4;
+// Deterministic collect: uint4s of shared-memory keys, and streamed keys, per thread per tile.
+constexpr int kCollectUnroll = 4;
+constexpr int kStreamUnroll = 8;
+constexpr int kMaxCtas = RADIX_MAX_CTAS;
+using Scan = topk::TileScan<kThreads, kStreamUnroll>;
+static_assert(kThreads * 4 * kCollectUnroll < 65536 && kThreads * kStreamUnroll < 65536,
+              "collect tile too large for 16-bit packed counts");
 
 // Workspace layout per group (uint32 words); the exit counter is kept off the barrier's line.
 constexpr int kArrive = 0;
@@ -61,7 +85,9 @@ constexpr int kAboveCtr = 4;  // [2], alternating between consecutive selections
 constexpr int kTieCtr = 6;    // [2]
 constexpr int kExit = 32;
 constexpr int kCtrlWords = 64;
-constexpr int kGroupWords = kCtrlWords + 3 * kBins;
+// Exchange: per CTA two 64-bit words, (tag << 32) | count of above keys, and of ties.
+constexpr int kExchangeWords = 4 * kMaxCtas;
+constexpr int kGroupWords = kCtrlWords + 3 * kBins + kExchangeWords;
 
 static_assert((kThreads & (kThreads - 1)) == 0 && kThreads >= 64 && kThreads <= 1024,
               "RADIX_THREADS must be a power of two in [64, 1024]");
@@ -87,6 +113,55 @@ __device__ __forceinline__ uint32_t atom_add_acq_rel(uint32_t* p, uint32_t v) {
     uint32_t old;
     asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
     return old;
+}
+
+__device__ __forceinline__ void st_relaxed_u64(unsigned long long* p, unsigned long long v) {
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" : : "l"(p), "l"(v) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* p) {
+    unsigned long long v;
+    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// The exchange (deterministic collect): CTA `cta` publishes its counts of above keys and of ties
+// for selection `tag` (never 0, different for each selection of a launch), then sums those of
+// CTAs 0..cta-1, polling each until it carries `tag`. Only lower CTAs are waited for, and they
+// publish right after the last round's barrier, so no CTA waits on one that waits on it.
+// Returns (above, ties) of the lower CTAs in every thread. `s_sum` holds 2 * kWarps words.
+__device__ __forceinline__ uint2 exchange_counts(unsigned long long* slots, int cta, uint32_t tag, uint32_t above,
+                                                 uint32_t ties, uint32_t* s_sum) {
+    const unsigned long long high = static_cast<unsigned long long>(tag) << 32;
+    if (threadIdx.x == 0) {
+        st_relaxed_u64(slots + 2 * cta, high | above);
+        st_relaxed_u64(slots + 2 * cta + 1, high | ties);
+    }
+    uint32_t a = 0u, t = 0u;
+    for (int c = threadIdx.x; c < cta; c += kThreads) {
+        unsigned long long va, vt;
+        uint32_t spins = 0;
+        while (((va = ld_relaxed_u64(slots + 2 * c)) >> 32) != tag) {
+            if (++spins > RADIX_SPIN_LIMIT) __trap();
+        }
+        while (((vt = ld_relaxed_u64(slots + 2 * c + 1)) >> 32) != tag) {
+            if (++spins > RADIX_SPIN_LIMIT) __trap();
+        }
+        a += static_cast<uint32_t>(va);
+        t += static_cast<uint32_t>(vt);
+    }
+    a = __reduce_add_sync(0xFFFFFFFFu, a);
+    t = __reduce_add_sync(0xFFFFFFFFu, t);
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        s_sum[warp] = a;
+        s_sum[kWarps + warp] = t;
+    }
+    __syncthreads();
+    const uint32_t wa = lane < kWarps ? s_sum[lane] : 0u;
+    const uint32_t wt = lane < kWarps ? s_sum[kWarps + lane] : 0u;
+    return make_uint2(__reduce_add_sync(0xFFFFFFFFu, wa), __reduce_add_sync(0xFFFFFFFFu, wt));
 }
 
 // Barrier of the `nctas` CTAs of one group. The arrival counter only grows during a launch, so
@@ -175,14 +250,21 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
     __shared__ uint32_t s_hist[kBins];
     __shared__ unsigned long long s_warp[kWarps];
     __shared__ uint32_t s_bucket, s_above_g, s_above_l, s_bucket_count;
-    __shared__ uint32_t s_base_above, s_base_tie, s_count_above, s_count_tie;
     __shared__ int s_last;
+#if RADIX_DETERMINISTIC
+    __shared__ uint32_t s_scan[Scan::kWords];
+    __shared__ uint32_t s_sum[2 * kWarps];
+    Scan ts(s_scan);
+#else
+    __shared__ uint32_t s_base_above, s_base_tie, s_count_above, s_count_tie;
+#endif
 
     const int cta = blockIdx.x % ctas_per_row;
     const int group = blockIdx.x / ctas_per_row;
     const int groups = gridDim.x / ctas_per_row;
     uint32_t* ctrl = workspace + static_cast<size_t>(group) * kGroupWords;
     uint32_t* g_hist = ctrl + kCtrlWords;
+    unsigned long long* exchange = reinterpret_cast<unsigned long long*>(g_hist + 3 * kBins);
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
 
@@ -348,8 +430,86 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
         }
 
 #if RADIX_STOP_AFTER != 2
-        // ---- collect: one global reservation per CTA for each kind, then per-warp slots.
         const uint32_t first_tie_slot = static_cast<uint32_t>(k) - k_rem;
+#if RADIX_DETERMINISTIC
+        // ---- collect in index order: this CTA's above keys from the slot after the lower CTAs'
+        // ones, its ties from the rank after theirs (ranks past k_rem are not selected).
+        {
+            const uint2 lower = exchange_counts(exchange, cta, sel + 1u, local_above, local_tie, s_sum);
+            uint32_t above_run = lower.x;  // slot of the next above key
+            uint32_t tie_run = lower.y;    // rank of the next tie
+            const uint32_t above_end = lower.x + local_above;
+            const uint32_t tie_end = min(lower.y + local_tie, k_rem);
+            auto classify = [&](uint32_t key, bool ok) {
+                const uint32_t m = key & mask;
+                return !ok ? topk::kNone : (m > prefix ? topk::kAbove : (m == prefix ? topk::kTie : topk::kNone));
+            };
+            auto put = [&](int j, uint32_t cls, uint32_t before) {
+                if (cls == topk::kAbove) {
+                    const uint32_t slot = above_run + (before & 0xFFFFu);
+                    if (slot < above_end) row_out[slot] = lo + j;
+                } else if (cls == topk::kTie) {
+                    const uint32_t rank = tie_run + (before >> 16);
+                    if (rank < tie_end) row_out[first_tie_slot + rank] = lo + j;
+                }
+            };
+            auto advance = [&](uint32_t total) {
+                above_run += total & 0xFFFFu;
+                tie_run += total >> 16;
+                return above_run >= above_end && tie_run >= tie_end;
+            };
+            bool finished = above_run >= above_end && tie_run >= tie_end;
+            // Shared-memory keys: kCollectUnroll uint4s per thread per tile.
+            const uint4* keys4 = reinterpret_cast<const uint4*>(s_keys);
+            const int nq = (in_smem + 3) >> 2;
+            for (int base = 0; base < nq && !finished; base += kThreads * kCollectUnroll) {
+                uint32_t cls[kCollectUnroll], c[kCollectUnroll], before[kCollectUnroll];
+#pragma unroll
+                for (int u = 0; u < kCollectUnroll; ++u) {
+                    const int j = base + u * kThreads + static_cast<int>(threadIdx.x);
+                    const uint4 q = j < nq ? keys4[j] : make_uint4(0u, 0u, 0u, 0u);
+                    const int e = 4 * j;
+                    const uint32_t c0 = classify(q.x, e < in_smem), c1 = classify(q.y, e + 1 < in_smem);
+                    const uint32_t c2 = classify(q.z, e + 2 < in_smem), c3 = classify(q.w, e + 3 < in_smem);
+                    cls[u] = c0 | (c1 << 2) | (c2 << 4) | (c3 << 6);
+                    c[u] = topk::class_count(c0) + topk::class_count(c1) + topk::class_count(c2) +
+                           topk::class_count(c3);
+                }
+                const uint32_t total = ts.template scan<kCollectUnroll>(c, before);
+#pragma unroll
+                for (int u = 0; u < kCollectUnroll; ++u) {
+                    if (cls[u] == 0u) continue;
+                    const int e = 4 * (base + u * kThreads + static_cast<int>(threadIdx.x));
+                    uint32_t b = before[u];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const uint32_t cx = (cls[u] >> (2 * i)) & 3u;
+                        put(e + i, cx, b);
+                        b += topk::class_count(cx);
+                    }
+                }
+                finished = advance(total);
+            }
+            // Keys past shared memory, streamed again: kStreamUnroll per thread per tile.
+            for (int base = in_smem; base < len && !finished; base += kThreads * kStreamUnroll) {
+                uint32_t cls[kStreamUnroll], c[kStreamUnroll], before[kStreamUnroll];
+#pragma unroll
+                for (int u = 0; u < kStreamUnroll; ++u) {
+                    const int j = base + u * kThreads + static_cast<int>(threadIdx.x);
+                    const bool ok = j < len;
+                    cls[u] = classify(ok ? topk::float_key(__ldg(src + j)) : 0u, ok);
+                    c[u] = topk::class_count(cls[u]);
+                }
+                const uint32_t total = ts.template scan<kStreamUnroll>(c, before);
+#pragma unroll
+                for (int u = 0; u < kStreamUnroll; ++u) {
+                    put(base + u * kThreads + static_cast<int>(threadIdx.x), cls[u], before[u]);
+                }
+                finished = advance(total);
+            }
+        }
+#else
+        // ---- collect: one global reservation per CTA for each kind, then per-warp slots.
         if (threadIdx.x == 0) {
             s_base_above = local_above != 0u ? atomicAdd(ctrl + kAboveCtr + (sel & 1u), local_above) : 0u;
             s_base_tie = local_tie != 0u ? atomicAdd(ctrl + kTieCtr + (sel & 1u), local_tie) : 0u;
@@ -372,6 +532,7 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
             });
         }
 #endif
+#endif
         // The next row overwrites s_keys and s_hist.
         __syncthreads();
     }
@@ -380,7 +541,7 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
     return;
 #endif
     // ---- exit: the last CTA of the group to finish leaves its workspace zero (histograms,
-    // counters, the barrier's arrival count). Every other CTA has made its last workspace access,
+    // counters, the barrier's arrival count, the exchange slots). Every other CTA has made its last workspace access,
     // its last barrier wait included, before arriving here.
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -391,5 +552,6 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
     if (s_last) {
         for (int i = threadIdx.x; i < 3 * kBins; i += kThreads) g_hist[i] = 0u;
         if (threadIdx.x < kCtrlWords) ctrl[threadIdx.x] = 0u;
+        for (int i = threadIdx.x; i < 2 * ctas_per_row; i += kThreads) exchange[i] = 0ull;
     }
 }

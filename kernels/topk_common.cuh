@@ -1,39 +1,89 @@
-// Shared helpers for topkbench's top-k kernels: ordered keys and row bounds.
-// Included by every kernel translation unit; the Python loader inlines it into the source string
-// (so CuPy's cache, which keys on the source text, recompiles when this header changes).
+// Shared helpers for topkbench's top-k kernels (per_row, large_context, radix): ordered keys, the
+// coarse first digit and the exact key range of a coarse bucket, row bounds, block-wide histogram
+// scans, the one radix refinement loop, and the block-wide stable compaction that makes the
+// deterministic kernels' output a pure function of their input.
+//
+// The Python loader inlines this header into each kernel's source string (CuPy's cache keys on the
+// source text only, so an edited header recompiles every kernel).
+//
+// No float instruction touches a key. CuPy appends -ftz=true to every NVRTC compile, after the
+// caller's options (cupy/cuda/compiler.py), so any float add, compare or min/max in a kernel becomes
+// a .ftz instruction that reads subnormal inputs as zero: `value + 0.0f` (once used here to fold
+// -0.0 into +0.0) made every subnormal score tie with 0.0. Keys are therefore built from the raw
+// bits with integer operations only, and tests/test_kernel_compile.py compiles every kernel variant
+// to PTX with -ftz=true and fails on any .ftz instruction.
 #pragma once
 
 #include <cooperative_groups.h>
-#include <cuda_fp16.h>
 #if defined(__CUDACC_RTC__)
-// NVRTC (CuPy's compiler) has no C library headers. These three widths are the same type under
-// every CUDA ABI, so repeating a typedef another header may already have made is harmless.
+// NVRTC (CuPy's compiler) has no C library headers. These widths are the same type under every
+// CUDA ABI, so repeating a typedef another header may already have made is harmless.
 typedef unsigned char uint8_t;
 typedef unsigned short uint16_t;
 typedef unsigned int uint32_t;
-typedef unsigned long long uintptr_t;  // 64-bit device pointers
 #else
 #include <stdint.h>
 #endif
 
 namespace topk {
 
+constexpr unsigned kFullMask = 0xFFFFFFFFu;
+constexpr uint32_t kSignBit = 0x80000000u;
+constexpr uint32_t kAbsMask = 0x7FFFFFFFu;
+constexpr uint32_t kInfBits = 0x7F800000u;
+constexpr uint32_t kTopKey = 0xFFFFFFFFu;  // the key of every NaN
+
+// ---------------------------------------------------------------------------------------------
+// Keys (topkbench/keys.py holds the Python twins; tests compare them on the GPU).
+
 // Unsigned key whose order is the float order: flip every bit of negatives, the sign bit of
 // positives. -0.0 and +0.0 map to one key; every NaN maps to the top key, because the contract
-// (like torch.topk) ranks NaN above +inf.
+// (like torch.topk) ranks NaN above +inf. Subnormals keep their own keys (integer operations only).
 __device__ __forceinline__ uint32_t float_key(float value) {
-    if (value != value) return 0xFFFFFFFFu;
-    uint32_t bits = __float_as_uint(value + 0.0f);
-    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+    uint32_t bits = __float_as_uint(value);
+    if ((bits & kAbsMask) > kInfBits) return kTopKey;  // NaN, any sign and payload
+    if (bits == kSignBit) bits = 0u;                    // -0.0 is +0.0
+    return (bits & kSignBit) ? ~bits : (bits | kSignBit);
 }
 
-// The same key for the fp16-rounded value: 16 bits, monotone (non-strictly) in the float order,
-// so its high bits make a coarse first digit that spreads typical score ranges over more buckets
-// than the fp32 key's top bits do.
-__device__ __forceinline__ uint16_t half_key(float value) {
-    if (value != value) return 0xFFFFu;
-    uint16_t bits = __half_as_ushort(__float2half_rn(value + 0.0f));
-    return (bits & 0x8000u) ? static_cast<uint16_t>(~bits) : static_cast<uint16_t>(bits | 0x8000u);
+// The coarse first digit: a 16-bit key, monotone (non-strictly) in float_key, with fp16's
+// resolution over a similar range: the sign, then the low 5 exponent bits and the top 10 mantissa
+// bits of |x| clamped to [2^-15, 2^17). Everything smaller in magnitude (zeros, subnormals) shares
+// the code next to 0x8000 on its side; everything larger, +-inf and NaN (positive: 0xFFFF) the
+// end codes. Integer operations only: unlike a float-to-half conversion it needs no flush-to-zero
+// reasoning, and coarse_key_range below is its exact inverse.
+constexpr int kCoarseMantissaShift = 13;            // fp32 mantissa bits dropped (23 - 10)
+constexpr uint32_t kCoarseMagLo = 112u << 23;       // |x| = 2^-15
+constexpr uint32_t kCoarseMagHi = kCoarseMagLo + (0x8000u << kCoarseMantissaShift) - 1u;  // below 2^17
+__device__ __forceinline__ uint32_t coarse_key(float value) {
+    const uint32_t bits = __float_as_uint(value);
+    const uint32_t mag = bits & kAbsMask;
+    const uint32_t h = (min(max(mag, kCoarseMagLo), kCoarseMagHi) - kCoarseMagLo) >> kCoarseMantissaShift;
+    // Negative, and neither -0.0 nor a NaN with the sign bit set (NaN is the top, like +inf).
+    const bool negative = bits - (kSignBit + 1u) < kInfBits;
+    return h ^ (negative ? 0x7FFFu : 0x8000u);
+}
+
+// Magnitude bits of the floats whose coarse magnitude code is h.
+__device__ __forceinline__ uint32_t coarse_mag_first(uint32_t h) {
+    return h == 0u ? 0u : kCoarseMagLo + (h << kCoarseMantissaShift);
+}
+__device__ __forceinline__ uint32_t coarse_mag_last(uint32_t h) {
+    return h == 0x7FFFu ? kAbsMask : kCoarseMagLo + (h << kCoarseMantissaShift) + ((1u << kCoarseMantissaShift) - 1u);
+}
+
+struct KeyRange {
+    uint32_t first, last;  // inclusive fp32 key bounds
+};
+
+// Exact fp32 key range of the values whose coarse key lies in [lo, hi] (lo <= hi <= 0xFFFF): the
+// coarse codes cut the key space into consecutive intervals, so a value is in the range if and
+// only if its key is (on the negative side the key of a magnitude m is 0x7FFFFFFF - m).
+__device__ __forceinline__ KeyRange coarse_key_range(uint32_t lo, uint32_t hi) {
+    KeyRange r;
+    r.first = (lo & 0x8000u) ? kSignBit + coarse_mag_first(lo & 0x7FFFu) : kAbsMask - coarse_mag_last(0x7FFFu - lo);
+    r.last = (hi & 0x8000u) ? kSignBit + coarse_mag_last(hi & 0x7FFFu) : kAbsMask - coarse_mag_first(0x7FFFu - hi);
+    return r;
 }
 
 // Valid length of row `row`: the lengths array may be null (every row full width); values are
@@ -44,53 +94,12 @@ __device__ __forceinline__ int row_length(const int* lengths, int row, int width
     return n < 0 ? 0 : (n > width ? width : n);
 }
 
-
-// ---------------------------------------------------------------------------------------------
-// Block-level helpers for the one-CTA-per-row kernels (and anyone else who wants them). Every
-// function taking BLOCK must be called by all BLOCK threads of the block, with blockDim.x == BLOCK.
-
-constexpr unsigned kFullMask = 0xFFFFFFFFu;
-
-// The fp16 key as the 16-bit pattern it came from, to bound the fp32 keys that round into a range
-// of half keys.
-__device__ __forceinline__ float half_key_to_float(uint32_t key) {
-    uint16_t bits = (key & 0x8000u) ? static_cast<uint16_t>(key ^ 0x8000u) : static_cast<uint16_t>(~key);
-    return __half2float(__ushort_as_half(bits));
-}
-
-// The float whose key is `key` (keys float_key never makes decode to NaN, which is harmless here).
-__device__ __forceinline__ float key_to_float(uint32_t key) {
-    return __uint_as_float((key & 0x80000000u) ? (key ^ 0x80000000u) : ~key);
-}
-
-// Exact fp32 key bounds of the elements whose fp16 key lies in [half_lo, half_hi]: rounding to
-// fp16 is monotone, so they are the keys in [first, last] (keys below that of -inf are NaN
-// patterns float_key never makes, and are left out of the search). Every thread may call this
-// (64 dependent steps, once per row); afterwards passes test fp32 keys only, with no conversion.
-struct HalfBucketBounds {
-    uint32_t first, last;
-};
-__device__ __forceinline__ HalfBucketBounds half_bucket_bounds(uint32_t half_lo, uint32_t half_hi) {
-    constexpr uint32_t kMinusInf = 0x007FFFFFu;
-    uint32_t lo = kMinusInf, hi = 0xFFFFFFFFu;
-    while (lo < hi) {  // smallest key whose half key is >= half_lo
-        const uint32_t mid = lo + ((hi - lo) >> 1);
-        if (half_key(key_to_float(mid)) >= half_lo) hi = mid; else lo = mid + 1u;
-    }
-    HalfBucketBounds bounds;
-    bounds.first = lo;
-    lo = kMinusInf;
-    hi = 0xFFFFFFFFu;
-    while (lo < hi) {  // largest key whose half key is <= half_hi
-        const uint32_t mid = hi - ((hi - lo) >> 1);
-        if (half_key(key_to_float(mid)) <= half_hi) lo = mid; else hi = mid - 1u;
-    }
-    bounds.last = lo;
-    return bounds;
-}
-
 // Logical right shift that is defined for 32 (every key then shares the empty prefix 0).
 __device__ __forceinline__ uint32_t shr(uint32_t key, int bits) { return bits >= 32 ? 0u : key >> bits; }
+
+// ---------------------------------------------------------------------------------------------
+// Block-level helpers. Every function taking BLOCK must be called by all BLOCK threads of the
+// block, with blockDim.x == BLOCK.
 
 // Rows with n <= k: indices 0..n-1 in the first n slots, then -1 (the contract's exact layout).
 template <int BLOCK>
@@ -139,7 +148,8 @@ struct RunCounter {
 };
 
 // One slot from a shared counter for each calling lane, one atomic per warp (callable from
-// divergent code: the group is whichever lanes arrived together).
+// divergent code: the group is whichever lanes arrived together). The slot order depends on
+// scheduling: only the non-deterministic kernels use it.
 __device__ __forceinline__ int reserve_slot(int* counter) {
     namespace cg = cooperative_groups;
     cg::coalesced_group group = cg::coalesced_threads();
@@ -220,22 +230,18 @@ __device__ __forceinline__ void block_minmax(uint32_t lo, uint32_t hi, uint32_t*
 
 // Radix state over fp32 keys: the candidates are the keys whose top (32 - bits) bits equal
 // `prefix`. Ranges are narrowed to the common prefix of known bounds, so digits that every
-// candidate shares cost no pass (after an fp16 first digit, most of the top fp32 bits are fixed).
+// candidate shares cost no pass (after a coarse first digit, most of the top fp32 bits are fixed).
 struct KeyPrefix {
     uint32_t prefix;
     int bits;  // low bits still undecided; 32 = nothing decided
 
+    __device__ __forceinline__ void set_all() {
+        prefix = 0u;
+        bits = 32;
+    }
     __device__ __forceinline__ void set_range(uint32_t lo, uint32_t hi) {
         bits = lo == hi ? 0 : 32 - __clz(lo ^ hi);
         prefix = shr(lo, bits);
-    }
-    // All fp32 keys whose fp16 rounding has a half key in [half_lo, half_hi]: by monotone
-    // rounding they lie between the fp32 values of the neighbouring half keys.
-    __device__ __forceinline__ void set_half_range(uint32_t half_lo, uint32_t half_hi) {
-        // Half keys below 0x03FF (the key of -inf) are NaN patterns, which half_key never makes.
-        const uint32_t lo = half_lo <= 0x03FFu ? 0u : float_key(half_key_to_float(half_lo - 1));
-        const uint32_t hi = half_hi >= 0xFC00u ? 0xFFFFFFFFu : float_key(half_key_to_float(half_hi + 1));
-        set_range(lo, hi);
     }
     __device__ __forceinline__ bool matches(uint32_t key) const { return shr(key, bits) == prefix; }
     // +1 above the prefix, 0 inside it, -1 below.
@@ -255,6 +261,125 @@ struct KeyPrefix {
     }
 };
 
+// Shared state of the refinement loop (all shared memory).
+struct RefineShared {
+    int* hist;  // 1 << DIGIT_BITS bins
+    int* scratch;  // BLOCK / 32 ints
+    BucketChoice* choice;
+    uint32_t* lo;
+    uint32_t* hi;
+};
+
+// The radix descent, shared by every one-CTA kernel: narrows `key` one DIGIT_BITS-wide digit per
+// pass to the prefix of the needed-th largest candidate, until the prefix is a single key or the
+// chosen bucket holds exactly the elements still needed. `for_each_key(f)` calls f(fk) once for
+// the key of every candidate in the block (candidates outside `key` are skipped here). Returns how
+// many elements at the final prefix are still needed; k - that many lie above it.
+template <int DIGIT_BITS, int BLOCK, typename ForEachKey>
+__device__ int refine(KeyPrefix& key, int needed, const RefineShared& sh, ForEachKey&& for_each_key) {
+    constexpr int NB = 1 << DIGIT_BITS;
+    const int tid = threadIdx.x;
+    while (key.bits > 0) {
+        const int dbits = key.digit_bits(DIGIT_BITS);
+        const int shift = key.bits - dbits;
+        const uint32_t mask = (1u << dbits) - 1u;
+        for (int b = tid; b < NB; b += BLOCK) sh.hist[b] = 0;
+        if (tid == 0) {
+            *sh.lo = 0xFFFFFFFFu;
+            *sh.hi = 0u;
+        }
+        __syncthreads();
+        uint32_t lo = 0xFFFFFFFFu, hi = 0u;
+        RunCounter run;
+        for_each_key([&](uint32_t fk) {
+            if (!key.matches(fk)) return;
+            run.add(sh.hist, static_cast<int>((fk >> shift) & mask));
+            lo = min(lo, fk);
+            hi = max(hi, fk);
+        });
+        run.flush(sh.hist);
+        block_minmax(lo, hi, sh.lo, sh.hi);
+        __syncthreads();
+        choose_bucket<NB, BLOCK>(sh.hist, needed, sh.scratch, sh.choice);
+        needed -= sh.choice->above;
+        const bool exact = sh.choice->count == needed;
+        key.descend(dbits, sh.choice->bucket, *sh.lo, *sh.hi);
+        __syncthreads();  // everyone has read lo/hi before the next pass resets them
+        if (exact) break;
+    }
+    return needed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic output: block-wide stable compaction.
+//
+// A block-wide loop visits a tile at a time, in index order. A tile is U sub-tiles; in sub-tile u
+// thread t's elements follow those of threads < t, and sub-tile u follows sub-tile u - 1 (the
+// order of for_each_float's loads). TileScan::scan turns each thread's per-sub-tile counts into
+// the count of the tile's elements before them, so an element's output slot depends on the input
+// alone, never on scheduling (no slot counter, no atomic). Counts are packed: the caller chooses
+// fields wide enough for a whole tile's total. One __syncthreads per tile: the warp totals are
+// double buffered, and a warp can only reuse a buffer after every warp has passed the barrier of
+// the tile in between.
+template <int BLOCK, int MAX_U>
+struct TileScan {
+    static constexpr int kWarps = BLOCK / 32;
+    static constexpr int kWords = 2 * MAX_U * kWarps;  // shared words the caller provides
+    uint32_t* totals;
+    int parity;
+
+    __device__ __forceinline__ explicit TileScan(uint32_t* shared_totals) : totals(shared_totals), parity(0) {}
+
+    // offset[u] = the packed count of the tile's elements before this thread's sub-tile u;
+    // returns the tile's packed total. Called by all BLOCK threads.
+    template <int U>
+    __device__ __forceinline__ uint32_t scan(const uint32_t (&count)[U], uint32_t (&offset)[U]) {
+        static_assert(U >= 1 && U <= MAX_U, "sub-tiles per thread out of range");
+        const int lane = threadIdx.x & 31;
+        const int warp = threadIdx.x >> 5;
+        uint32_t incl[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) incl[u] = count[u];
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const uint32_t t = __shfl_up_sync(kFullMask, incl[u], d);
+                if (lane >= d) incl[u] += t;
+            }
+        }
+        uint32_t* tot = totals + parity * (MAX_U * kWarps);
+        parity ^= 1;
+        if (lane == 31) {
+#pragma unroll
+            for (int u = 0; u < U; ++u) tot[u * kWarps + warp] = incl[u];
+        }
+        __syncthreads();
+        uint32_t run = 0u;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const uint32_t v = lane < kWarps ? tot[u * kWarps + lane] : 0u;
+            const uint32_t before = __reduce_add_sync(kFullMask, lane < warp ? v : 0u);
+            offset[u] = run + before + incl[u] - count[u];
+            run += __reduce_add_sync(kFullMask, v);
+        }
+        return run;
+    }
+};
+
+// Classes of an element in a final pass, and their packed increments (ties in the high half).
+enum : uint32_t { kNone = 0u, kAbove = 1u, kTie = 2u };
+constexpr uint32_t kTieUnit = 1u << 16;
+__device__ __forceinline__ uint32_t class_count(uint32_t cls) {
+    return cls == kAbove ? 1u : (cls == kTie ? kTieUnit : 0u);
+}
+
+// Number of leading elements handled as scalars (the row's 16-byte misalignment), at most n.
+__device__ __forceinline__ int vector_head(const float* row, int n) {
+    const int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<unsigned long long>(row)) & 15u)) & 15u) >> 2);
+    return head < n ? head : n;
+}
+
 // Calls f1(i, v) or f4(i, float4 of i..i+3) for every element of row[0, n), 16-byte loads for
 // the aligned body, scalar head and tail (rows may start anywhere when stride is not a
 // multiple of 4). UNROLL loads are issued before any is used, to keep enough bytes in flight.
@@ -262,8 +387,7 @@ struct KeyPrefix {
 template <int BLOCK, int UNROLL, bool STREAM, typename F1, typename F4>
 __device__ __forceinline__ void for_each_float(const float* __restrict__ row, int n, F1&& f1, F4&& f4) {
     const int tid = threadIdx.x;
-    int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<unsigned long long>(row)) & 15u)) & 15u) >> 2);
-    if (head > n) head = n;
+    const int head = vector_head(row, n);
     if (tid < head) f1(tid, STREAM ? __ldcs(row + tid) : __ldg(row + tid));
     const float4* vec = reinterpret_cast<const float4*>(row + head);
     const int nvec = (n - head) >> 2;
@@ -284,129 +408,189 @@ __device__ __forceinline__ void for_each_float(const float* __restrict__ row, in
     if (tail < n) f1(tail, STREAM ? __ldcs(row + tail) : __ldg(row + tail));
 }
 
-// Number of leading elements for_each_float handles as scalars (the row's 16-byte misalignment).
-__device__ __forceinline__ int vector_head(const float* row, int n) {
-    const int head = static_cast<int>(((16u - (static_cast<uint32_t>(reinterpret_cast<unsigned long long>(row)) & 15u)) & 15u) >> 2);
-    return head < n ? head : n;
+// Deterministic final pass over row x[0, n): `classify(fk)` says whether an element is above the
+// threshold (kAbove), equal to it (kTie) or neither. Above elements fill out[0, above_total) in
+// ascending index order; the first `needed` ties in index order fill out[above_total, k), also in
+// ascending index order. Tiles of BLOCK * 4 * U elements (U float4 loads in flight per thread),
+// one TileScan each (ties in the high 16 bits: BLOCK * 4 * U must stay below 65536); stops as soon
+// as every slot is written (plateau rows end early).
+template <int BLOCK, int U, int MAX_U, typename Classify>
+__device__ void ordered_select_row(const float* __restrict__ x, int n, int* __restrict__ out, int above_total,
+                                   int needed, TileScan<BLOCK, MAX_U>& ts, Classify&& classify) {
+    static_assert(BLOCK * 4 * U < 65536, "tile too large for 16-bit packed counts");
+    const int tid = threadIdx.x;
+    int above_base = 0, tie_base = 0;  // slots taken by earlier tiles (the same in every thread)
+    auto put = [&](int i, uint32_t cls, uint32_t off) {
+        if (cls == kAbove) {
+            const int slot = above_base + static_cast<int>(off & 0xFFFFu);
+            if (slot < above_total) out[slot] = i;
+        } else if (cls == kTie) {
+            const int rank = tie_base + static_cast<int>(off >> 16);
+            if (rank < needed) out[above_total + rank] = i;
+        }
+    };
+    auto advance = [&](uint32_t total) {
+        above_base += static_cast<int>(total & 0xFFFFu);
+        tie_base += static_cast<int>(total >> 16);
+        return above_base >= above_total && tie_base >= needed;
+    };
+    // One scalar element per thread (the misaligned head or the tail of the row).
+    auto scalar_tile = [&](int i0, int count) {
+        uint32_t cls = kNone;
+        uint32_t c[1] = {0u}, off[1];
+        if (tid < count) {
+            cls = classify(float_key(__ldg(x + i0 + tid)));
+            c[0] = class_count(cls);
+        }
+        const uint32_t total = ts.template scan<1>(c, off);
+        if (tid < count) put(i0 + tid, cls, off[0]);
+        return advance(total);
+    };
+    const int head = vector_head(x, n);
+    if (head > 0 && scalar_tile(0, head)) return;
+    const float4* vec = reinterpret_cast<const float4*>(x + head);
+    const int nvec = (n - head) >> 2;
+    for (int v0 = 0; v0 < nvec; v0 += BLOCK * U) {
+        float4 q[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int v = v0 + u * BLOCK + tid;
+            if (v < nvec) q[u] = __ldg(vec + v);
+        }
+        uint32_t cls[U], c[U], off[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            cls[u] = 0u;
+            c[u] = 0u;
+            if (v0 + u * BLOCK + tid < nvec) {
+                const uint32_t c0 = classify(float_key(q[u].x)), c1 = classify(float_key(q[u].y));
+                const uint32_t c2 = classify(float_key(q[u].z)), c3 = classify(float_key(q[u].w));
+                cls[u] = c0 | (c1 << 2) | (c2 << 4) | (c3 << 6);
+                c[u] = class_count(c0) + class_count(c1) + class_count(c2) + class_count(c3);
+            }
+        }
+        const uint32_t total = ts.template scan<U>(c, off);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (cls[u] == 0u) continue;
+            const int i = head + 4 * (v0 + u * BLOCK + tid);
+            uint32_t o = off[u];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const uint32_t ce = (cls[u] >> (2 * e)) & 3u;
+                put(i + e, ce, o);
+                o += class_count(ce);
+            }
+        }
+        if (advance(total)) return;
+    }
+    const int tail0 = head + 4 * nvec;
+    if (tail0 < n) scalar_tile(tail0, n - tail0);
 }
 
 // Block shared state that rescan_select works in (all shared memory).
 struct RescanShared {
-    int* hist;  // NB bins
-    int* scratch;
-    BucketChoice* choice;
-    uint32_t* lo;
-    uint32_t* hi;
-    int* above;  // slot counters, zero on entry unless slots were already taken above the bucket
+    RefineShared refine;
+    int* above;  // slot counters (non-deterministic final pass), zero on entry
     int* ties;
+    uint32_t* scan_totals;  // TileScan<BLOCK, FINAL_UNROLL>::kWords words (deterministic final pass)
 };
 
 // Exact selection within a row whose threshold bucket is known as the fp32 key range
-// [first, last], with `needed` slots left for it (k - needed elements lie above `last`).
-// Refines by rescanning the row from global memory with DIGIT_BITS-wide fp32 digits, each pass
-// counting only the keys in the range that match the prefix chosen so far, then one final pass
-// writes what is above the threshold and fills the ties up to k. `above_written` says the
-// elements above `last` already have their slots; otherwise the first pass writes them, so that
-// the final pass only has the bucket left and can stop once all k slots are taken (plateaus).
-// `take_all`: the whole range is selected (no refinement).
-template <int BLOCK, int UNROLL, int DIGIT_BITS>
-__device__ void rescan_select(const float* __restrict__ x, int n, int* __restrict__ out, int k, uint32_t first,
-                              uint32_t last, int needed, bool take_all, bool above_written, const RescanShared& sh) {
-    const int tid = threadIdx.x;
-    constexpr int NB = 1 << DIGIT_BITS;
+// [range.first, range.last], with `needed` slots left for it (k - needed elements lie above
+// range.last). Refines by rescanning the row from global memory with DIGIT_BITS-wide fp32 digits,
+// each pass counting only the keys in the range that match the prefix chosen so far; then one
+// final pass writes what is above the threshold and the ties up to k. `take_all`: the whole range
+// is selected (no refinement).
+//
+// DET: the final pass is ordered_select_row (above the threshold in ascending index order, then
+// the lowest-index ties in ascending index order). Otherwise slots come from shared counters:
+// the first refinement pass already writes the elements above the range, and the final pass
+// stops once all k slots are taken (plateaus); the order and the tie set depend on scheduling.
+template <int BLOCK, int UNROLL, int DIGIT_BITS, bool DET, int FINAL_UNROLL>
+__device__ void rescan_select(const float* __restrict__ x, int n, int* __restrict__ out, int k, KeyRange range,
+                              int needed, bool take_all, const RescanShared& sh) {
+    const uint32_t first = range.first, last = range.last;
     KeyPrefix key;
+    bool above_written = false;
     if (take_all) {
-        key.prefix = 0;
-        key.bits = 32;
+        key.set_all();
     } else {
         key.set_range(first, last);
-    }
-    while (key.bits > 0) {
-        const int dbits = key.digit_bits(DIGIT_BITS);
-        const int shift = key.bits - dbits;
-        const uint32_t mask = (1u << dbits) - 1u;
-        for (int b = tid; b < NB; b += BLOCK) sh.hist[b] = 0;
-        if (tid == 0) {
-            *sh.lo = 0xFFFFFFFFu;
-            *sh.hi = 0u;
-        }
-        __syncthreads();
-        uint32_t lo = 0xFFFFFFFFu, hi = 0u;
-        RunCounter run;
-        const bool emit = !above_written;
         const int above_limit = k - needed;
-        auto visit = [&](int i, float v) {
-            const uint32_t fk = float_key(v);
-            if (fk > last) {
-                if (emit) {
-                    const int slot = reserve_slot(sh.above);
-                    if (slot < above_limit) out[slot] = i;
+        needed = refine<DIGIT_BITS, BLOCK>(key, needed, sh.refine, [&](auto&& count) {
+            const bool emit = !DET && !above_written;
+            auto visit = [&](int i, float v) {
+                const uint32_t fk = float_key(v);
+                if (fk > last) {
+                    if (emit) {
+                        const int slot = reserve_slot(sh.above);
+                        if (slot < above_limit) out[slot] = i;
+                    }
+                    return;
                 }
+                if (fk >= first) count(fk);
+            };
+            for_each_float<BLOCK, UNROLL, false>(
+                x, n, [&](int i, float v) { visit(i, v); },
+                [&](int i, float4 v) {
+                    visit(i, v.x);
+                    visit(i + 1, v.y);
+                    visit(i + 2, v.z);
+                    visit(i + 3, v.w);
+                });
+            above_written = !DET;
+        });
+    }
+    const int above_total = k - needed;
+
+    if constexpr (DET) {
+        TileScan<BLOCK, FINAL_UNROLL> ts(sh.scan_totals);
+        ordered_select_row<BLOCK, FINAL_UNROLL>(x, n, out, above_total, needed, ts, [&](uint32_t fk) {
+            if (fk > last) return kAbove;
+            if (fk < first) return kNone;
+            const int cmp = key.compare(fk);
+            return cmp > 0 ? kAbove : (cmp == 0 ? kTie : kNone);
+        });
+    } else {
+        // Every slot is accounted for in advance (k - needed above, needed ties), so a thread
+        // stops once all are taken: plateau rows fill their ties early.
+        const int tid = threadIdx.x;
+        volatile int* above_count = sh.above;
+        volatile int* tie_count = sh.ties;
+        auto select = [&](int i, float v) {
+            const uint32_t fk = float_key(v);
+            if (fk < first) return;
+            int cmp = 1;
+            if (fk <= last) {
+                cmp = key.compare(fk);
+            } else if (above_written) {
                 return;
             }
-            if (fk < first || !key.matches(fk)) return;
-            run.add(sh.hist, static_cast<int>((fk >> shift) & mask));
-            lo = min(lo, fk);
-            hi = max(hi, fk);
+            if (cmp > 0) {
+                const int slot = reserve_slot(sh.above);
+                if (slot < above_total) out[slot] = i;
+            } else if (cmp == 0 && *tie_count < needed) {
+                const int slot = reserve_slot(sh.ties);
+                if (slot < needed) out[above_total + slot] = i;
+            }
         };
-        for_each_float<BLOCK, UNROLL, false>(
-            x, n, [&](int i, float v) { visit(i, v); },
-            [&](int i, float4 v) {
-                visit(i, v.x);
-                visit(i + 1, v.y);
-                visit(i + 2, v.z);
-                visit(i + 3, v.w);
-            });
-        above_written = true;
-        run.flush(sh.hist);
-        block_minmax(lo, hi, sh.lo, sh.hi);
-        __syncthreads();
-        choose_bucket<NB, BLOCK>(sh.hist, needed, sh.scratch, sh.choice);
-        needed -= sh.choice->above;
-        const bool exact = sh.choice->count == needed;
-        key.descend(dbits, sh.choice->bucket, *sh.lo, *sh.hi);
-        __syncthreads();  // everyone has read lo/hi before the next pass resets them
-        if (exact) break;
-    }
-
-    // Every slot is accounted for in advance (k - needed above, needed ties), so a thread stops
-    // once all are taken: plateau rows fill their ties early.
-    const int above_total = k - needed;
-    volatile int* above_count = sh.above;
-    volatile int* tie_count = sh.ties;
-    auto select = [&](int i, float v) {
-        const uint32_t fk = float_key(v);
-        if (fk < first) return;
-        int cmp = 1;
-        if (fk <= last) {
-            cmp = key.compare(fk);
-        } else if (above_written) {
-            return;
+        const int head = vector_head(x, n);
+        if (tid < head) select(tid, __ldg(x + tid));
+        const float4* vec = reinterpret_cast<const float4*>(x + head);
+        const int nvec = (n - head) >> 2;
+        for (int v = tid; v < nvec; v += BLOCK) {
+            if (*above_count >= above_total && *tie_count >= needed) break;
+            const float4 q = __ldg(vec + v);
+            const int i = head + 4 * v;
+            select(i, q.x);
+            select(i + 1, q.y);
+            select(i + 2, q.z);
+            select(i + 3, q.w);
         }
-        if (cmp > 0) {
-            const int slot = reserve_slot(sh.above);
-            if (slot < above_total) out[slot] = i;
-        } else if (cmp == 0 && *tie_count < needed) {
-            const int slot = reserve_slot(sh.ties);
-            if (slot < needed) out[above_total + slot] = i;
-        }
-    };
-    const int head = vector_head(x, n);
-    if (tid < head) select(tid, __ldg(x + tid));
-    const float4* vec = reinterpret_cast<const float4*>(x + head);
-    const int nvec = (n - head) >> 2;
-    for (int v = tid; v < nvec; v += BLOCK) {
-        if (*above_count >= above_total && *tie_count >= needed) break;
-        const float4 q = __ldg(vec + v);
-        const int i = head + 4 * v;
-        select(i, q.x);
-        select(i + 1, q.y);
-        select(i + 2, q.z);
-        select(i + 3, q.w);
+        const int tail = head + 4 * nvec + tid;
+        if (tail < n) select(tail, __ldg(x + tail));
     }
-    const int tail = head + 4 * nvec + tid;
-    if (tail < n) select(tail, __ldg(x + tail));
 }
 
 }  // namespace topk
-
