@@ -170,6 +170,11 @@ class KernelRunner(Runner):
         # The launch arguments are raw pointers: hold the tensors they point into.
         self._keep = keep
 
+    @property
+    def kernel(self) -> Any:
+        """The compiled CuPy function this runner launches (its attributes: registers, local memory...)."""
+        return self._kernel
+
     def run(self) -> None:
         launch(self._kernel, self._grid, self._block, self._args, self._shared_mem, self.output.device)
 

@@ -1,6 +1,13 @@
 """The one-CTA-per-row kernels: ``per_row`` (kernels/per_row.cu) and ``large_context``
 (kernels/large_context.cu). DESIGN.md section 4 describes both families.
 
+Both are deterministic by default (``deterministic = True``): among the entries equal to the k-th
+largest value the lowest indices win, and the output is the entries above the k-th value in
+ascending index order, then the selected ties in ascending index order, on every call and every
+graph replay. ``per_row-nondet`` and ``large_context-nondet`` compile the same sources with
+``*_DETERMINISTIC=0`` (slots from shared atomic counters: the tie set and the order depend on
+scheduling), so that one sweep measures what determinism costs.
+
 Both accept any k and any width up to 2**31 - 1 (indices are int32); rows of length <= k get the
 contract's 0..n-1, -1... layout. ``prepare`` compiles the kernel (once per process and define set)
 and allocates the output and, for large_context, a byte-per-element workspace, so that ``run()``
@@ -26,7 +33,6 @@ _INT32_MAX = 2**31 - 1
 
 class _OneCtaKernel(Implementation):
     device = Device.CUDA
-    max_k = None
     source: ClassVar[str]
     function: ClassVar[str]
     block: ClassVar[int]
@@ -60,11 +66,14 @@ class _OneCtaKernel(Implementation):
 
 class PerRow(_OneCtaKernel):
     name = "per_row"
-    summary = "one CTA per row, 2048-bin radix select (fp16 then fp32 digits), rescans the row per pass"
+    summary = ("one CTA per row, 2048-bin radix select (coarse then fp32 digits), rescans the row per pass; "
+               "lowest-index ties, output in index order")
+    deterministic = True
     source = "per_row.cu"
     function = "per_row_topk"
     block = 512
-    defines = {"PER_ROW_BLOCK": 512, "PER_ROW_MIN_BLOCKS": 2, "PER_ROW_UNROLL": 2}
+    defines = {"PER_ROW_BLOCK": 512, "PER_ROW_MIN_BLOCKS": 2, "PER_ROW_UNROLL": 2, "PER_ROW_FINAL_UNROLL": 4,
+               "PER_ROW_DETERMINISTIC": 1}
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape
@@ -76,13 +85,15 @@ class PerRow(_OneCtaKernel):
 
 class LargeContext(_OneCtaKernel):
     name = "large_context"
-    summary = ("one 1024-thread CTA per row: fp16 high-byte pass, shared-memory candidate buffer with "
-               "8-bit refines, exact rescanning fallback when the buffer overflows")
+    summary = ("one 1024-thread CTA per row: coarse high-byte pass, shared-memory candidate buffer with "
+               "8-bit refines, exact rescanning fallback when the buffer overflows; lowest-index ties, "
+               "output in index order")
+    deterministic = True
     source = "large_context.cu"
     function = "large_context_topk"
     block = 1024
     defines = {"LC_BLOCK": 1024, "LC_CAPACITY": 4096, "LC_UNROLL": 4, "LC_BYTE_UNROLL": 2, "LC_RESCAN_UNROLL": 2,
-               "LC_REFINE_BITS": 8, "LC_FALLBACK_BITS": 11}
+               "LC_REFINE_BITS": 8, "LC_FALLBACK_BITS": 11, "LC_DETERMINISTIC": 1}
 
     def __init__(self, *, defines: Mapping[str, int] | None = None) -> None:
         if defines:
@@ -91,6 +102,7 @@ class LargeContext(_OneCtaKernel):
                 raise ValueError(f"large_context: unknown defines {unknown}; known: {sorted(type(self).defines)}")
             self.defines = {**type(self).defines, **defines}
             self.block = int(self.defines["LC_BLOCK"])
+            self.deterministic = bool(self.defines["LC_DETERMINISTIC"])
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape
@@ -102,3 +114,17 @@ class LargeContext(_OneCtaKernel):
         args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths),
                 np.int32(width), np.int32(k), loader.pointer(out), loader.pointer(work), np.int64(work_stride))
         return loader.KernelRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths, work))
+
+
+class PerRowNondet(PerRow):
+    name = "per_row-nondet"
+    summary = "per_row with slots from atomic counters: the tie set and the output order depend on scheduling"
+    deterministic = False
+    defines = {**PerRow.defines, "PER_ROW_DETERMINISTIC": 0}
+
+
+class LargeContextNondet(LargeContext):
+    name = "large_context-nondet"
+    summary = "large_context with slots from atomic counters: the tie set and the output order depend on scheduling"
+    deterministic = False
+    defines = {**LargeContext.defines, "LC_DETERMINISTIC": 0}

@@ -9,6 +9,11 @@ more rows than groups.
 The kernel's per-group state lives in one workspace per device, zeroed once at allocation; the
 kernel leaves it zero at exit, so ``run()`` launches nothing else and is graph capturable.
 Launches that share the workspace must be ordered (one stream at a time), as in the benchmark.
+
+``radix`` is deterministic (the lowest indices win among the entries equal to the k-th value, and
+the output is the entries above it in ascending index order, then the selected ties in ascending
+index order, whatever the number of CTAs per row); ``radix-nondet`` compiles the same source with
+``RADIX_DETERMINISTIC=0`` (slots reserved with atomics in arrival order).
 """
 
 from __future__ import annotations
@@ -27,13 +32,15 @@ SOURCE = "radix.cu"
 KERNEL = "radix_topk"
 
 #: The defines of the registered implementation (each has an #ifndef default in radix.cu).
-DEFINES: dict[str, int] = {"RADIX_THREADS": 512, "RADIX_MIN_BLOCKS": 1, "RADIX_DIGIT_BITS": 11, "RADIX_WARP_AGG": 0}
+DEFINES: dict[str, int] = {"RADIX_THREADS": 512, "RADIX_MIN_BLOCKS": 1, "RADIX_DIGIT_BITS": 11, "RADIX_WARP_AGG": 0,
+                           "RADIX_DETERMINISTIC": 1}
 
 #: Every (source, defines) the Python side compiles: the registered kernel, the 8- and 12-bit-digit
 #: and warp-aggregated-histogram alternatives, and the timing knock-outs (RADIX_STOP_AFTER) that measure
 #: where the time goes. The nvcc compile check builds each of these.
 VARIANTS: list[tuple[str, dict[str, int]]] = [
     (SOURCE, DEFINES),
+    (SOURCE, {**DEFINES, "RADIX_DETERMINISTIC": 0}),
     (SOURCE, {**DEFINES, "RADIX_DIGIT_BITS": 8}),
     (SOURCE, {**DEFINES, "RADIX_DIGIT_BITS": 12}),
     (SOURCE, {**DEFINES, "RADIX_WARP_AGG": 1}),
@@ -45,7 +52,15 @@ VARIANTS: list[tuple[str, dict[str, int]]] = [
 #: Fewest keys worth a CTA: below this, another CTA costs more at each barrier than it saves in
 #: loading (rows of 128K get 64 CTAs, rows of 2K one).
 MIN_KEYS_PER_CTA = 2048
-_CTRL_WORDS = 64  # kCtrlWords in radix.cu
+#: Workspace layout per group, in uint32 words (radix.cu: kCtrlWords, RADIX_MAX_CTAS; the
+#: exchange holds 4 words per CTA). tests/test_radix_gpu.py reads both from the source.
+CTRL_WORDS = 64
+MAX_CTAS_PER_ROW = 256
+
+
+def group_words(digit_bits: int) -> int:
+    """uint32 words of one group's workspace (kGroupWords in radix.cu)."""
+    return CTRL_WORDS + 3 * (1 << digit_bits) + 4 * MAX_CTAS_PER_ROW
 
 # device index -> zeroed workspace (int32 words); grown, never shrunk, when a variant needs more.
 # Variants with other digit widths lay their groups out differently in it; that is safe because
@@ -99,7 +114,7 @@ def plan_launch(rows: int, width: int, *, sm_count: int, max_smem_keys: int,
     if blocks_per_sm < 1:
         raise DeviceError(f"radix: a CTA with {smem_keys * 4} bytes of dynamic shared memory cannot run on this GPU")
     capacity = sm_count * blocks_per_sm
-    ctas_per_row = min(ctas_per_row, capacity)
+    ctas_per_row = min(ctas_per_row, capacity, MAX_CTAS_PER_ROW)
     groups = max(1, min(rows, capacity // ctas_per_row))
     return RadixPlan(ctas_per_row=ctas_per_row, groups=groups, smem_keys=smem_keys,
                      blocks_per_sm=blocks_per_sm, sm_count=sm_count)
@@ -126,14 +141,17 @@ class RadixTopk(Implementation):
     name = "radix"
     device = Device.CUDA
     summary = ("multi-CTA radix select: several CTAs per row meet at a global barrier per 11-bit "
-               "round (long rows, few rows)")
-    max_k = None  # any k: slots are reserved with atomics, nothing is sized by k
+               "round (long rows, few rows); lowest-index ties, output in index order")
+    deterministic = True
+    #: Defines this class compiles with, before the constructor's overrides.
+    base_defines: dict[str, int] = DEFINES
 
     def __init__(self, *, defines: Mapping[str, int] | None = None, smem_key_limit: int | None = None,
                  min_keys_per_cta: int = MIN_KEYS_PER_CTA) -> None:
         """``defines`` overrides DEFINES (timing variants); ``smem_key_limit`` caps the keys a CTA
         keeps in shared memory (tests use it to force the streamed path on small rows)."""
-        self.defines = {**DEFINES, **(defines or {})}
+        self.defines = {**self.base_defines, **(defines or {})}
+        self.deterministic = bool(self.defines["RADIX_DETERMINISTIC"])
         self._smem_key_limit = smem_key_limit
         self._min_keys_per_cta = min_keys_per_cta
 
@@ -181,6 +199,12 @@ class RadixTopk(Implementation):
         # Room for every group any plan on this device can have (the grid is at most SMs x blocks/SM).
         threads = self.defines["RADIX_THREADS"]
         max_groups = int(props["multiProcessorCount"]) * max(1, int(props["maxThreadsPerMultiProcessor"]) // threads)
-        bins = 1 << self.defines["RADIX_DIGIT_BITS"]
-        workspace = _workspace(device_index, max_groups * (_CTRL_WORDS + 3 * bins))
+        workspace = _workspace(device_index, max_groups * group_words(self.defines["RADIX_DIGIT_BITS"]))
         return _RadixRunner(kernel, plan, threads, logits, lengths, k, workspace)
+
+
+class RadixTopkNondet(RadixTopk):
+    name = "radix-nondet"
+    summary = "radix with output slots reserved by atomics: the tie set and the output order depend on scheduling"
+    deterministic = False
+    base_defines = {**DEFINES, "RADIX_DETERMINISTIC": 0}

@@ -25,6 +25,9 @@ _ENTRIES: dict[str, str] = {
     "per_row": "topkbench.cuda.one_cta:PerRow",
     "large_context": "topkbench.cuda.one_cta:LargeContext",
     "radix": "topkbench.cuda.radix:RadixTopk",
+    "per_row-nondet": "topkbench.cuda.one_cta:PerRowNondet",
+    "large_context-nondet": "topkbench.cuda.one_cta:LargeContextNondet",
+    "radix-nondet": "topkbench.cuda.radix:RadixTopkNondet",
     "torch-cpu": "topkbench.impls.library:TorchCpu",
     "numpy": "topkbench.impls.library:NumpyArgpartition",
 }
