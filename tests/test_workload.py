@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from topkbench.keys import float_keys
-from topkbench.workload import (ADVERSARIAL, Distribution, LengthMode, PointInputs, WorkloadSpec, garbage,
-                                make_workload)
+from topkbench.workload import (ADVERSARIAL, SMALLEST_NORMAL, SMALLEST_SUBNORMAL, SUBNORMAL, Distribution, LengthMode,
+                                PointInputs, WorkloadSpec, garbage, make_workload)
 
 
 def _valid_mask(w) -> torch.Tensor:
@@ -89,6 +89,54 @@ def test_specials_contain_nan_infs_and_negative_zero():
     negzero = (x == 0) & torch.signbit(x)
     poszero = (x == 0) & ~torch.signbit(x)
     assert bool(negzero.any()) and bool(poszero.any())
+
+
+def _subnormal(x: torch.Tensor) -> torch.Tensor:
+    return (x != 0) & (x.abs() < SMALLEST_NORMAL)
+
+
+def _signed_zeros(x: torch.Tensor) -> tuple[int, int]:
+    zero = x == 0
+    return int((zero & ~torch.signbit(x)).sum()), int((zero & torch.signbit(x)).sum())
+
+
+def test_subnormal_distributions_are_listed_as_adversarial():
+    assert set(SUBNORMAL) <= set(ADVERSARIAL)
+    assert SMALLEST_SUBNORMAL == torch.tensor([1], dtype=torch.int32).view(torch.float32).item()
+
+
+def test_subnormal_zeros_kth_is_zero_below_positive_subnormals():
+    w = make_workload(WorkloadSpec(3, 65536, 2048, Distribution.SUBNORMAL_ZEROS, seed=0))
+    for row in w.logits:
+        assert torch.topk(row, 2048).values.min().item() == 0.0
+        positive = int((_subnormal(row) & (row > 0)).sum())
+        assert 700 < positive < 2048  # all of them selected, the rest of k from the zero plateau
+        assert int((_subnormal(row) & (row < 0)).sum()) > 10000
+        plus, minus = _signed_zeros(row)
+        assert plus > 10000 and minus > 10000
+        assert int(_subnormal(row).sum()) + plus + minus == row.numel()
+
+
+def test_subnormal_mixed_kth_is_a_positive_subnormal():
+    w = make_workload(WorkloadSpec(3, 65536, 2048, Distribution.SUBNORMAL_MIXED, seed=0))
+    for row in w.logits:
+        kth = torch.topk(row, 2048).values.min()
+        assert bool(_subnormal(kth)) and kth.item() > 0
+        assert int((_subnormal(row) & (row < 0)).sum()) > 1000
+        assert int(((row.abs() >= SMALLEST_NORMAL) & (row.abs() < 1e-30)).sum()) > 1000  # tiny normals
+        assert int((row.abs() > 0.01).sum()) > 100  # ordinary scores
+        assert min(_signed_zeros(row)) > 100
+
+
+def test_subnormal_min_kth_is_the_smallest_subnormal():
+    for rows, width, k in ((3, 65536, 2048), (4, 4097, 256), (2, 4097, 1)):
+        w = make_workload(WorkloadSpec(rows, width, k, Distribution.SUBNORMAL_MIN, seed=0))
+        for row in w.logits:
+            kth = torch.topk(row, k).values.min().item()
+            assert kth == SMALLEST_SUBNORMAL, (width, k, kth)
+            assert int((row == SMALLEST_SUBNORMAL).sum()) > width // 5
+            assert bool((row == -SMALLEST_SUBNORMAL).any())
+            assert min(_signed_zeros(row)) > 0
 
 
 def test_normal_is_finite_and_roughly_standard():

@@ -26,10 +26,25 @@ class Distribution(str, Enum):
     TIE_HEAVY = "tie_heavy"
     #: Test-only: normal scores sprinkled with NaN, +-inf and +-0.0.
     SPECIALS = "specials"
+    #: About k/2 positive subnormals per row, a quarter negative subnormals, the rest +0.0 and -0.0:
+    #: the k-th value is zero, in a plateau of both signed zeros, just below the subnormals.
+    SUBNORMAL_ZEROS = "subnormal_zeros"
+    #: Subnormals of both signs among normal values, tiny normals near FLT_MIN and signed zeros;
+    #: for k well below the length the k-th value is a positive subnormal.
+    SUBNORMAL_MIXED = "subnormal_mixed"
+    #: About k/2 positive normals, then a plateau of the smallest subnormal (2**-149) holding the
+    #: k-th value, then +-0.0, -2**-149 and negative normals.
+    SUBNORMAL_MIN = "subnormal_min"
 
 
 #: The distributions of DESIGN.md section 5, which every kernel must pass.
 ADVERSARIAL = tuple(Distribution)
+#: The distributions whose scores include subnormal floats (issue 11).
+SUBNORMAL = (Distribution.SUBNORMAL_ZEROS, Distribution.SUBNORMAL_MIXED, Distribution.SUBNORMAL_MIN)
+
+#: The smallest positive subnormal float32 (bit pattern 1) and the smallest normal one.
+SMALLEST_SUBNORMAL = 2.0 ** -149
+SMALLEST_NORMAL = 2.0 ** -126
 
 
 class LengthMode(str, Enum):
@@ -111,7 +126,40 @@ def scores(distribution: Distribution, rows: int, width: int, k: int, gen: torch
         pick = torch.randint(0, 64, shape, generator=gen, device=device)
         specials = torch.tensor([float("nan"), float("inf"), float("-inf"), -0.0, 0.0], device=device)
         return torch.where(pick < 5, specials[pick.clamp(max=4)], x)
+    if distribution in SUBNORMAL:
+        return _subnormal_scores(distribution, shape, k, gen, device)
     raise ValueError(f"unknown distribution {distribution!r}")
+
+
+def _subnormals(shape: tuple[int, int], gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Positive subnormal float32 values: a random non-zero 23-bit pattern each."""
+    bits = torch.randint(1, 1 << 23, shape, generator=gen, device=device, dtype=torch.int32)
+    return bits.view(torch.float32)
+
+
+def _subnormal_scores(distribution: Distribution, shape: tuple[int, int], k: int, gen: torch.Generator,
+                      device: torch.device) -> torch.Tensor:
+    share = min(1.0, k / shape[1])  # k as a share of the row
+    u = torch.rand(shape, generator=gen, device=device)
+    sub = _subnormals(shape, gen, device)
+    zero = torch.where(torch.rand(shape, generator=gen, device=device) < 0.5, 0.0, -0.0)
+    if distribution is Distribution.SUBNORMAL_ZEROS:
+        return torch.where(u < 0.5 * share, sub, torch.where(u < 0.5 * share + 0.25, -sub, zero))
+    if distribution is Distribution.SUBNORMAL_MIXED:
+        normal = torch.randn(shape, generator=gen, device=device)
+        # Tiny normals in [2**-126, 2**-100): just above the subnormals.
+        tiny = SMALLEST_NORMAL * torch.exp2(torch.rand(shape, generator=gen, device=device) * 26.0)
+        value = torch.where(u < 0.3 * share, normal.abs(), tiny)
+        value = torch.where(u < 0.6 * share + 0.3, torch.where(u < 0.6 * share, value, sub), -value)
+        pick = torch.rand(shape, generator=gen, device=device)
+        negative_sub = torch.where(pick < 0.5, -sub, zero)
+        return torch.where((u >= 0.6 * share + 0.3) & (pick < 0.6), negative_sub, value)
+    # SUBNORMAL_MIN
+    positive = torch.randn(shape, generator=gen, device=device).abs() + 1e-6
+    below = torch.where(u < 0.5 * share + 0.6, zero, -torch.full_like(u, SMALLEST_SUBNORMAL))
+    below = torch.where(u < 0.5 * share + 0.8, below, -positive)
+    at = torch.full_like(u, SMALLEST_SUBNORMAL)
+    return torch.where(u < 0.5 * share, positive, torch.where(u < share + 0.25, at, below))
 
 
 def garbage(shape: tuple[int, int], gen: torch.Generator, device: torch.device) -> torch.Tensor:
