@@ -15,7 +15,7 @@ import sys
 import torch
 
 from topkbench.cuda.radix import RadixTopk
-from topkbench.exactness import check_topk
+from topkbench.exactness import TopkChecker
 from topkbench.impls import Device, Implementation, registry
 from topkbench.workload import Distribution, LengthMode, WorkloadSpec, make_workload
 
@@ -28,9 +28,13 @@ SHAPES = [  # rows, width, k, distribution, length mode, row stride
     (2, 9001, 300, D.LSB10, M.FIXED, None),
     (200, 700, 16, D.SPECIALS, M.RAGGED, None),
     (5, 1000, 2048, D.TIE_HEAVY, M.RAGGED, None),
+    (3, 30001, 1000, D.SUBNORMAL_ZEROS, M.RAGGED, 30003),
 ]
-#: radix with a small shared-memory key budget, so that most keys stream from global memory.
-EXTRA = [(RadixTopk(smem_key_limit=1000), (3, 12000, 300, D.LSB10, M.RAGGED, None))]
+#: radix with a small shared-memory key budget, so that most keys stream from global memory, and
+#: with many CTAs per row (the deterministic exchange between them).
+EXTRA = [(RadixTopk(smem_key_limit=1000), (3, 12000, 300, D.LSB10, M.RAGGED, None)),
+         (RadixTopk(smem_key_limit=1000, defines={"RADIX_DETERMINISTIC": 0}), (3, 12000, 300, D.LSB10, M.RAGGED, None)),
+         (RadixTopk(min_keys_per_cta=256), (2, 20011, 700, D.SUBNORMAL_MIN, M.RAGGED, None))]
 
 
 def run_case(impl: Implementation, rows: int, width: int, k: int, dist: Distribution, mode: LengthMode,
@@ -38,8 +42,8 @@ def run_case(impl: Implementation, rows: int, width: int, k: int, dist: Distribu
     w = make_workload(WorkloadSpec(rows, width, k, dist, mode, seed=1, row_stride=stride), "cuda")
     out = impl(w.logits, k, w.lengths_arg)
     torch.cuda.synchronize()
-    check = check_topk(w.logits, w.lengths, k, out)
-    print(f"{impl.name} rows={rows} width={width} k={k} {dist.value} {mode.value} stride={stride}: "
+    check = TopkChecker(w.logits, w.lengths, k).check(out, deterministic=impl.deterministic)
+    print(f"{impl.name}{'' if impl.deterministic else ' (nondet)'} rows={rows} width={width} k={k} {dist.value} {mode.value} stride={stride}: "
           f"{'ok' if check else check.reason}")
     return check.ok
 

@@ -8,7 +8,7 @@ import torch
 
 from fake_impls import IgnoresLengths, OneWrong
 from topkbench.exactness import TopkChecker, check_topk
-from topkbench.keys import float_keys, float_keys_np, keys_to_float
+from topkbench.keys import coarse_key_range, coarse_keys, float_keys, float_keys_np, keys_to_float
 from topkbench.workload import ADVERSARIAL, Distribution, LengthMode, WorkloadSpec, make_workload
 
 INF = float("inf")
@@ -55,12 +55,95 @@ def test_float_keys_rejects_other_dtypes():
         float_keys(torch.zeros(3, dtype=torch.float64))
 
 
-def test_numpy_twin_and_inverse():
-    x = np.array([-INF, -2.0, -0.0, 0.0, 1.0, INF, NAN], dtype=np.float32)
+def test_numpy_twin_known_keys_and_inverse():
+    # Keys written out by hand from the bit patterns (not by restating float_keys' expression).
+    x = np.array([-INF, -2.0, -1e-45, -0.0, 0.0, 1e-45, 1.0, INF, NAN], dtype=np.float32)
+    expected = [0x007FFFFF, 0x3FFFFFFF, 0x7FFFFFFE, 0x80000000, 0x80000000, 0x80000001, 0xBF800000, 0xFF800000,
+                0xFFFFFFFF]
+    assert float_keys_np(x).tolist() == expected
     assert np.array_equal(float_keys_np(x), float_keys(torch.from_numpy(x)).numpy())
-    finite = torch.tensor([-INF, -2.0, 0.0, 1.0, 3e38, INF])
+    finite = torch.tensor([-INF, -2.0, -1e-45, 0.0, 1e-45, 1.0, 3e38, INF])
     back = keys_to_float(float_keys(finite))
     assert torch.equal(back.view(torch.int32), finite.view(torch.int32))
+
+
+def _subnormal_bits(n: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    bits = torch.randint(1, 1 << 23, (n,), generator=gen, dtype=torch.int32)
+    return bits.view(torch.float32)
+
+
+def test_subnormals_have_their_own_keys_even_when_the_cpu_flushes():
+    sub = _subnormal_bits(1000)
+    values = torch.cat([sub, -sub, torch.tensor([0.0, -0.0, 1.17549435e-38, -1.17549435e-38])])
+    torch.set_flush_denormal(True)  # x + 0.0 would now read subnormals as zero (x86 CPUs)
+    try:
+        keys = float_keys(values)
+    finally:
+        torch.set_flush_denormal(False)  # the default; torch has no getter for the previous mode
+    zero = int(float_keys(torch.tensor([0.0]))[0])
+    assert bool((keys[:1000] > zero).all()) and bool((keys[1000:2000] < zero).all())
+    assert int(keys[2000]) == int(keys[2001]) == zero
+    # The order of the bit patterns is the order of the subnormals.
+    order = torch.argsort(sub.view(torch.int32))
+    assert bool((keys[:1000][order].diff() >= 0).all())
+
+
+# ---- coarse keys (the kernels' first digit) --------------------------------------------------
+
+def _all_codes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    codes = torch.arange(1 << 16, dtype=torch.int64)
+    first, last = coarse_key_range(codes, codes)
+    return codes, first, last
+
+
+def test_coarse_codes_cut_the_key_space_into_consecutive_ranges():
+    _, first, last = _all_codes()
+    assert int(first[0]) == 0 and int(last[-1]) == 0xFFFFFFFF
+    assert bool((first <= last).all())
+    assert torch.equal(last[:-1] + 1, first[1:])
+    lo, hi = coarse_key_range(torch.tensor([5, 0x8000]), torch.tensor([0x7FFF, 0xFFFF]))
+    assert lo.tolist() == [int(first[5]), int(first[0x8000])] and hi.tolist() == [int(last[0x7FFF]), 0xFFFFFFFF]
+
+
+def _producible(keys: torch.Tensor) -> torch.Tensor:
+    """Keys float_keys can return: not a NaN pattern below -inf's key, not un-canonical -0.0."""
+    return ((keys >= 0x007FFFFF) & (keys != 0x7FFFFFFF) & (keys <= 0xFF800000)) | (keys == 0xFFFFFFFF)
+
+
+def test_coarse_key_of_every_range_end_is_its_code():
+    codes, first, last = _all_codes()
+    for ends in (first, last):
+        ok = _producible(ends) & (ends != 0xFFFFFFFF)
+        values = keys_to_float(ends[ok])
+        assert torch.equal(coarse_keys(values), codes[ok])
+        assert torch.equal(float_keys(values), ends[ok])
+
+
+def test_coarse_keys_are_monotone_and_inside_their_range():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(50000, generator=gen) * torch.exp2(torch.randint(-160, 140, (50000,), generator=gen).float())
+    specials = torch.tensor([0.0, -0.0, INF, -INF, NAN, 2.0 ** -15, -(2.0 ** -15), 2.0 ** 17, 65504.0, 3.4e38])
+    x = torch.cat([x, _subnormal_bits(5000, 1), -_subnormal_bits(5000, 2), specials])
+    nans = torch.tensor([0x7FC00000, 0x7F800001, -0x00400000, -1], dtype=torch.int32).view(torch.float32)
+    x = torch.cat([x, nans])
+    keys, coarse = float_keys(x), coarse_keys(x)
+    assert bool((coarse >= 0).all()) and bool((coarse < 1 << 16).all())
+    order = torch.argsort(keys)
+    assert bool((coarse[order].diff() >= 0).all())
+    first, last = coarse_key_range(coarse, coarse)
+    assert bool(((first <= keys) & (keys <= last)).all())
+    assert bool((coarse[-4:] == 0xFFFF).all())  # every NaN on top, like +inf
+    assert int(coarse_keys(torch.tensor([0.0]))[0]) == int(coarse_keys(torch.tensor([-0.0]))[0]) == 0x8000
+
+
+def test_coarse_key_resolution_is_fp16s():
+    one = torch.tensor([1.0, 1.0 + 2.0 ** -10, 1.0 + 2.0 ** -11, -1.0, -1.0 - 2.0 ** -10])
+    c = coarse_keys(one).tolist()
+    assert c[0] != c[1] and c[0] == c[2]
+    assert c[3] < c[0] and c[4] < c[3]
+    tiny = coarse_keys(torch.cat([_subnormal_bits(100), torch.tensor([2.0 ** -16, 0.0])]))
+    assert bool((tiny == 0x8000).all())  # magnitudes below 2**-15 share the code next to zero
 
 
 # ---- check_topk ----------------------------------------------------------------------------

@@ -1,33 +1,28 @@
-"""The ``radix`` implementation: exactness on adversarial data, odd shapes, graph replays, and
-the launch plan that keeps the grid co-resident (the latter runs on the CPU)."""
+"""The ``radix`` implementation: its launch plan and workspace layout (CPU), and what only radix has
+on the GPU: CTAs per row (forced counts must not change a deterministic answer), keys streamed
+past shared memory, groups looping over rows, one workspace shared by back-to-back launches of
+different plans and variants. The contract every kernel keeps is tests/test_kernels_gpu.py."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 
-from topkbench.cuda.radix import MIN_KEYS_PER_CTA, RadixTopk, plan_launch
-from topkbench.exactness import check_topk
+from test_kernels_gpu import _capture, promised_output, run_checked, tie_heavy
+from topkbench.cuda import loader
+from topkbench.cuda.radix import CTRL_WORDS, MAX_CTAS_PER_ROW, MIN_KEYS_PER_CTA, RadixTopk, group_words, plan_launch
+from topkbench.trial import poison
 from topkbench.workload import ADVERSARIAL, Distribution, LengthMode, WorkloadSpec, make_workload
 
-POISON = 0x5EADBEEF
 FIXED, RAGGED = LengthMode.FIXED, LengthMode.RAGGED
+BOTH = ({}, {"RADIX_DETERMINISTIC": 0})  # radix and radix-nondet
 
 
 @pytest.fixture(scope="module")
 def radix():
     return RadixTopk()
-
-
-def _run_checked(impl, w, k, *, runs=1):
-    runner = impl.prepare(w.logits, w.lengths_arg, k)
-    for _ in range(runs):
-        runner.output.fill_(POISON)
-        runner.run()
-        torch.cuda.synchronize()
-        check = check_topk(w.logits, w.lengths, k, runner.result())
-        assert check, f"{w.spec}: {check.reason} ({check.bad_rows} bad rows, {runner.plan})"
-    return runner
 
 
 # ---- launch plan (CPU) -----------------------------------------------------------------------
@@ -64,117 +59,106 @@ def test_radix_is_registered_and_hashes_its_source():
     assert impl.kernel_hash() != RadixTopk(defines={"RADIX_DIGIT_BITS": 8}).kernel_hash()
 
 
-# ---- exactness (GPU) -------------------------------------------------------------------------
+def test_workspace_layout_matches_the_kernel_source():
+    source = loader.expand_includes("radix.cu")
+    assert int(re.search(r"constexpr int kCtrlWords = (\d+);", source).group(1)) == CTRL_WORDS
+    assert int(re.search(r"#define RADIX_MAX_CTAS (\d+)", source).group(1)) == MAX_CTAS_PER_ROW
+    assert "constexpr int kExchangeWords = 4 * kMaxCtas;" in source
+    assert "constexpr int kGroupWords = kCtrlWords + 3 * kBins + kExchangeWords;" in source
+    assert group_words(11) == CTRL_WORDS + 3 * 2048 + 4 * MAX_CTAS_PER_ROW
 
-ADVERSARIAL_SHAPES = [  # rows, seq_len, k, length mode
-    (1, 131075, 2048, FIXED),
-    (3, 65537, 256, RAGGED),
-    (8, 4097, 7, RAGGED),
-    (300, 2047, 1, FIXED),
-]
+
+def test_plan_caps_ctas_per_row_at_the_exchange_size():
+    plan = plan_launch(1, 10**7, sm_count=1000, max_smem_keys=56000, occupancy=lambda _b: 1)
+    assert plan.ctas_per_row == MAX_CTAS_PER_ROW
+
+
+def test_nondet_variant_is_registered_apart():
+    from topkbench.impls import registry
+    det, nondet = registry.get("radix"), registry.get("radix-nondet")
+    assert det.deterministic and not nondet.deterministic
+    assert det.kernel_hash() != nondet.kernel_hash()
+    assert not RadixTopk(defines={"RADIX_DETERMINISTIC": 0}).deterministic
+
+
+# ---- GPU -------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("min_keys", [512, 2048, 16384, 10**9], ids=lambda m: f"min_keys{m}")
+@pytest.mark.parametrize("smem_limit", [None, 1000], ids=["smem", "streamed"])
+def test_forced_cta_counts_give_the_same_deterministic_output(min_keys, smem_limit):
+    # 4 x 65536 and 3 x 70001: from 1 CTA per row to 33 (the grid's share per row), ties spanning
+    # CTAs, with and without keys streamed past shared memory; every plan returns the promised output.
+    impl = RadixTopk(min_keys_per_cta=min_keys, smem_key_limit=smem_limit)
+    for rows, width, k, mode, stride in ((4, 65536, 2048, FIXED, None), (3, 70001, 1999, RAGGED, 70003)):
+        logits, lengths_arg, lengths = tie_heavy(rows, width, k, mode, stride=stride, seed=7)
+        expected = promised_output(logits, lengths, k).cuda()
+        runner = impl.prepare(logits, lengths_arg, k)
+        graph = _capture(runner)
+        for replay in range(3):
+            poison(runner.output)
+            graph.replay()
+            assert torch.equal(runner.result(), expected), f"{runner.plan}, replay {replay}"
+        if min_keys == 10**9:
+            assert runner.plan.ctas_per_row == 1
+        if min_keys == 512:
+            assert runner.plan.ctas_per_row > 16
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dist", ADVERSARIAL, ids=lambda d: d.value)
-@pytest.mark.parametrize("shape", ADVERSARIAL_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-k{s[2]}-{s[3].value}")
-def test_adversarial(radix, dist, shape):
-    rows, seq_len, k, mode = shape
-    w = make_workload(WorkloadSpec(rows, seq_len, k, dist, mode, seed=3), "cuda")
-    _run_checked(radix, w, k)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("width", [1, 2, 2047, 4097, 65537, 131075, 262147])
-@pytest.mark.parametrize("rows", [1, 3, 8])
-def test_odd_widths(radix, rows, width):
-    for dist in (Distribution.NORMAL, Distribution.RELU_PLATEAU):
-        w = make_workload(WorkloadSpec(rows, width, 2048, dist, RAGGED if rows > 1 else FIXED, seed=5), "cuda")
-        _run_checked(radix, w, 2048)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("k", [1, 7, 256, 2048, 4097, 4098, 5000])
-@pytest.mark.parametrize("mode", [FIXED, RAGGED], ids=lambda m: m.value)
-def test_k_values(radix, k, mode):
-    # width 4097: k = 4097 is "= length", 4098 and 5000 "> length" (and k above 2048).
-    w = make_workload(WorkloadSpec(3, 4097, k, Distribution.TIE_HEAVY, mode, seed=7), "cuda")
-    _run_checked(radix, w, k)
-
-
-@pytest.mark.gpu
-def test_k_equal_and_above_ragged_lengths(radix):
-    # Ragged rows on both sides of k: some rows short (padded with -1), some selected.
-    w = make_workload(WorkloadSpec(8, 2560, 2300, Distribution.NORMAL, RAGGED, seed=8), "cuda")
-    assert bool((w.lengths <= 2300).any()) and bool((w.lengths > 2300).any())
-    _run_checked(radix, w, 2300)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dist", [Distribution.RELU_PLATEAU, Distribution.CONSTANT, Distribution.SPECIALS],
+@pytest.mark.parametrize("defines", BOTH, ids=["det", "nondet"])
+@pytest.mark.parametrize("dist", [Distribution.RELU_PLATEAU, Distribution.CONSTANT, Distribution.SUBNORMAL_ZEROS],
                          ids=lambda d: d.value)
-def test_more_rows_than_the_grid_streams_long_chunks(radix, dist):
+def test_more_rows_than_the_grid_streams_long_chunks(defines, dist):
     # 300 rows of 65537: one CTA per row, groups loop over rows, and each chunk is longer than
     # shared memory holds, so its tail is streamed from global memory every round.
+    impl = RadixTopk(defines=defines)
     w = make_workload(WorkloadSpec(300, 65537, 2048, dist, RAGGED, seed=9), "cuda")
-    runner = _run_checked(radix, w, 2048)
+    runner = impl.prepare(w.logits, w.lengths_arg, 2048)
+    run_checked(impl, w.logits, w.lengths_arg, 2048, runner=runner)
     assert runner.plan.groups < 300 and runner.plan.smem_keys < 65537
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dist", [Distribution.TIE_HEAVY, Distribution.LSB10, Distribution.SPECIALS],
-                         ids=lambda d: d.value)
-def test_forced_streaming_with_ties_across_ctas(dist):
-    impl = RadixTopk(smem_key_limit=1000)
-    w = make_workload(WorkloadSpec(3, 65537, 2048, dist, RAGGED, seed=10), "cuda")
-    runner = _run_checked(impl, w, 2048)
+@pytest.mark.parametrize("defines", BOTH, ids=["det", "nondet"])
+@pytest.mark.parametrize("dist", ADVERSARIAL, ids=lambda d: d.value)
+def test_forced_streaming_with_ties_across_ctas(defines, dist):
+    impl = RadixTopk(smem_key_limit=1000, defines=defines)
+    w = make_workload(WorkloadSpec(3, 65537, 2048, dist, RAGGED, seed=10, row_stride=65540), "cuda")
+    runner = impl.prepare(w.logits, w.lengths_arg, 2048)
+    run_checked(impl, w.logits, w.lengths_arg, 2048, runner=runner)
     assert runner.plan.ctas_per_row > 1 and runner.plan.smem_keys == 1000
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("extra", [3, 64])
-def test_row_stride_above_width(radix, extra):
-    # extra = 3 leaves most rows misaligned for 16-byte loads (the scalar path).
-    for rows, width in ((1, 65537), (8, 20000), (300, 3000)):
-        w = make_workload(WorkloadSpec(rows, width, 2048, Distribution.SPECIALS, RAGGED, seed=11,
-                                       row_stride=width + extra), "cuda")
-        assert w.logits.stride(0) == width + extra
-        _run_checked(radix, w, 2048)
-
-
-@pytest.mark.gpu
-def test_back_to_back_launches_without_reset(radix):
-    # Different plans share the one workspace; nothing resets it between the launches.
+def test_back_to_back_launches_without_reset():
+    # Different plans and both variants share the one workspace; nothing resets it in between.
     a = make_workload(WorkloadSpec(1, 131072, 2048, Distribution.RELU_PLATEAU, FIXED, seed=12), "cuda")
     b = make_workload(WorkloadSpec(8, 65537, 256, Distribution.TIE_HEAVY, RAGGED, seed=13), "cuda")
-    c = make_workload(WorkloadSpec(300, 5000, 2048, Distribution.LSB10, RAGGED, seed=14), "cuda")
-    runners = [(w, k, radix.prepare(w.logits, w.lengths_arg, k)) for w, k in ((a, 2048), (b, 256), (c, 2048))]
+    c = make_workload(WorkloadSpec(300, 5000, 2048, Distribution.SUBNORMAL_MIN, RAGGED, seed=14), "cuda")
+    runners = []
+    for defines in BOTH:
+        impl = RadixTopk(defines=defines)
+        runners += [(impl, w, k, impl.prepare(w.logits, w.lengths_arg, k)) for w, k in ((a, 2048), (b, 256), (c, 2048))]
     for _ in range(2):
-        for _, _, r in runners:
-            r.output.fill_(POISON)
-        for w, k, r in runners * 2:  # each twice in a row, no sync in between
+        for _, _, _, r in runners:
+            poison(r.output)
+        for _, _, _, r in runners * 2:  # each twice in a row, no sync in between
             r.run()
         torch.cuda.synchronize()
-        for w, k, r in runners:
-            check = check_topk(w.logits, w.lengths, k, r.result())
-            assert check, f"{w.spec}: {check.reason}"
+        for impl, w, k, r in runners:
+            run_checked(impl, w.logits, w.lengths_arg, k, runner=r)
 
 
 @pytest.mark.gpu
-def test_cuda_graph_replays_with_lengths_changed_in_place(radix):
+@pytest.mark.parametrize("defines", BOTH, ids=["det", "nondet"])
+def test_cuda_graph_of_three_launches_with_lengths_changed_in_place(defines):
+    impl = RadixTopk(defines=defines)
     rows, width, k = 4, 131072, 2048
     w = make_workload(WorkloadSpec(rows, width, k, Distribution.RELU_PLATEAU, RAGGED, seed=15), "cuda")
     lengths = w.lengths.clone()
-    runner = radix.prepare(w.logits, lengths, k)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        runner.run()  # warm up (compile, module load) outside the capture
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(3):
-            runner.run()
+    runner = impl.prepare(w.logits, lengths, k)
+    graph = _capture(runner, launches=3)
     gen = torch.Generator(device="cuda").manual_seed(16)
     for step in range(6):
         # Lengths from long rows down to rows shorter than k, written into the captured buffer.
@@ -182,27 +166,35 @@ def test_cuda_graph_replays_with_lengths_changed_in_place(radix):
         lengths.copy_(torch.randint(low, width + 1, (rows,), generator=gen, device="cuda", dtype=torch.int32))
         if step == 5:
             lengths[0] = k  # exactly k: the short-row layout
-        runner.output.fill_(POISON)
+        poison(runner.output)
         graph.replay()
         torch.cuda.synchronize()
         # Garbage past the new lengths is whatever the workload left there (large values, NaN).
-        check = check_topk(w.logits, lengths, k, runner.result())
+        from topkbench.exactness import TopkChecker
+        check = TopkChecker(w.logits, lengths, k).check(runner.result(), deterministic=impl.deterministic)
         assert check, f"replay {step}, lengths {lengths.tolist()}: {check.reason}"
 
 
 @pytest.mark.gpu
 def test_digit_and_aggregation_variants_are_exact():
     # Interleaved with the default kernel: they share the workspace with another group layout.
-    for defines in ({"RADIX_DIGIT_BITS": 8}, {}, {"RADIX_DIGIT_BITS": 12}, {"RADIX_WARP_AGG": 1}, {}):
+    for defines in ({"RADIX_DIGIT_BITS": 8}, {}, {"RADIX_DIGIT_BITS": 12}, {"RADIX_WARP_AGG": 1}, {},
+                    {"RADIX_DIGIT_BITS": 8, "RADIX_DETERMINISTIC": 0}):
         impl = RadixTopk(defines=defines)
-        for dist in (Distribution.LSB10, Distribution.TIE_HEAVY, Distribution.SPECIALS):
+        for dist in (Distribution.LSB10, Distribution.TIE_HEAVY, Distribution.SUBNORMAL_MIXED):
             w = make_workload(WorkloadSpec(3, 65537, 2048, dist, RAGGED, seed=17), "cuda")
-            _run_checked(impl, w, 2048, runs=2)
+            runner = impl.prepare(w.logits, w.lengths_arg, 2048)
+            first = run_checked(impl, w.logits, w.lengths_arg, 2048, runner=runner)
+            second = run_checked(impl, w.logits, w.lengths_arg, 2048, runner=runner)
+            if impl.deterministic:
+                assert torch.equal(first, second)
+                assert torch.equal(first.cpu(), promised_output(w.logits, w.lengths, 2048))
 
 
 @pytest.mark.gpu
-def test_no_spills_in_the_compiled_kernel(radix):
+def test_no_spills_in_the_compiled_kernels():
     w = make_workload(WorkloadSpec(1, 5000, 16, Distribution.NORMAL, FIXED), "cuda")
-    runner = radix.prepare(w.logits, None, 16)
-    assert runner._kernel.local_size_bytes == 0
-    assert runner.plan.grid <= runner.plan.sm_count * runner.plan.blocks_per_sm
+    for defines in BOTH:
+        runner = RadixTopk(defines=defines).prepare(w.logits, None, 16)
+        assert runner.kernel.local_size_bytes == 0
+        assert runner.plan.grid <= runner.plan.sm_count * runner.plan.blocks_per_sm
