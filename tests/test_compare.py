@@ -8,8 +8,8 @@ import math
 import pytest
 from synthetic import make_frame
 from test_codegen import write_results
+from test_fit_cli import run
 
-from topkbench.cli import main
 from topkbench.compare import compare_runs, verdict
 from topkbench.errors import UsageError
 
@@ -72,13 +72,7 @@ def test_verdicts_allow_for_each_sides_noise():
 
 
 def cli(capsys, *args):
-    try:
-        main(["compare", *map(str, args)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run(capsys, "compare", *args)
 
 
 def test_cli_gate_names_the_worst_points_writes_json_and_exits_1(tmp_path, capsys):

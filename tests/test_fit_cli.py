@@ -20,14 +20,19 @@ from topkbench.store import read_results
 FIXTURES = Path(__file__).parent / "fixtures" / "cpu-amd-epyc"
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
+def run(capsys, command: str, *args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``topkbench COMMAND ARGS...``."""
     try:
-        main(["fit-heuristic", *map(str, args)])
+        main([command, *map(str, args)])
         code = 0
     except SystemExit as exc:
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    return run(capsys, "fit-heuristic", *args)
 
 
 def one_error_line(err: str) -> str:

@@ -277,6 +277,13 @@ def _figures_cells(f: Figures | None) -> str:
     return f"| {fmt(f.geomean)} | {fmt(f.max)} | {100 * f.within_5pct:.1f}% | {f.unavailable}/{f.n} |"
 
 
+def _evaluation_table(evaluation: Evaluation, title: str, last: str, kinds: tuple[str, ...]) -> list[str]:
+    out = ["", f"## {title}", "", f"| figures | geomean regret | max regret | within 5% | unavailable | {last} |",
+           "|---|---|---|---|---|---|"]
+    return out + [f"| {row.label} {_figures_cells(row.figures)} {row.note} |" for row in evaluation.rows
+                  if row.kind in kinds]
+
+
 #: Model-selection lines shown in the Markdown summary (the JSON has every candidate).
 SHOWN_CANDIDATES = 8
 
@@ -298,11 +305,8 @@ def render_markdown(result: FitResult, evaluation: Evaluation | None = None) -> 
     out += ["## Thresholds", "", "| k | rows | seq_len | implementation |", "|---|---|---|---|"]
     out += [f"| {k} | {rows} | {seq} | {impl} |" for k, rows, seq, impl in threshold_rows(result)]
     if evaluation is not None:
-        out += ["", "## Quality (held out side by side, then in-sample)", "",
-                "| figures | geomean regret | max regret | within 5% | unavailable | how |", "|---|---|---|---|---|---|"]
-        for row in evaluation.rows:
-            if row.kind in ("held-out", "in-sample"):
-                out.append(f"| {row.label} {_figures_cells(row.figures)} {row.note} |")
+        out += _evaluation_table(evaluation, "Quality (held out side by side, then in-sample)", "how",
+                                 ("held-out", "in-sample"))
     out += ["", "## Model", "", *_model_lines(result)]
     ranked = sorted(result.candidates, key=lambda c: (c.pooled.unavailable, c.score, c.complexity))
     if len(ranked) > 1:
@@ -323,9 +327,5 @@ def render_markdown(result: FitResult, evaluation: Evaluation | None = None) -> 
             mark = " (chosen)" if c.complexity == result.complexity else ""
             out.append(f"| {c.complexity}{mark} | {fmt(c.score)} | {cells} |")
     if evaluation is not None:
-        out += ["", "## Fixed choices and hand rules (every cell)", "",
-                "| choice | geomean regret | max regret | within 5% | unavailable | note |", "|---|---|---|---|---|---|"]
-        for row in evaluation.rows:
-            if row.kind in ("fixed", "rule"):
-                out.append(f"| {row.label} {_figures_cells(row.figures)} {row.note} |")
+        out += _evaluation_table(evaluation, "Fixed choices and hand rules (every cell)", "note", ("fixed", "rule"))
     return "\n".join(out) + "\n"

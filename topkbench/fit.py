@@ -1,4 +1,4 @@
-"""Dispatch thresholds fitted to stored measurements by minimising regret (DESIGN.md section 8).
+"""Dispatch thresholds fitted to stored measurements by minimising regret (docs/design.md section 8).
 
 What the fit sees (regret, cells, unavailable implementations) is described in
 topkbench.results, which builds the table.

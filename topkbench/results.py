@@ -47,7 +47,7 @@ CELL_COLUMNS = ("k", "rows", "seq_len")
 COMBINED_COLUMNS = ("length_mode", "distribution")
 #: One row per (device, point, implementation) after newest-wins.
 IDENTITY = ("gpu_slug", *KEY_COLUMNS)
-#: "Within 5% of the oracle" (DESIGN.md section 8).
+#: "Within 5% of the oracle" (docs/design.md section 8).
 WITHIN = 1.05
 
 

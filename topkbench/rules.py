@@ -1,4 +1,4 @@
-"""Hand-written dispatch rules (DESIGN.md section 1), by name.
+"""Hand-written dispatch rules (docs/design.md section 1), by name.
 
 Serving engines pick a top-k kernel per decode step with rules read off a plot by hand. They live
 here as data so that ``fit-heuristic`` can report how much time each one leaves on the table, the

@@ -1,4 +1,4 @@
-"""``topkbench fit-heuristic``: fitted dispatch thresholds as a standalone module (DESIGN.md section 8)."""
+"""``topkbench fit-heuristic``: fitted dispatch thresholds as a standalone module (docs/design.md section 8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports from stored results (DESIGN.md section 2): read Parquet, never re-run.
+"""Self-contained HTML reports from stored results (docs/design.md section 2): read Parquet, never re-run.
 
 plotly is an optional dependency (the 'report' extra); it is imported only when a report is built.
 """

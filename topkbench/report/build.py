@@ -12,6 +12,7 @@ from topkbench.errors import ReportError, StoreError
 from topkbench.output_files import check_output_path, write_texts
 from topkbench.report import data as D
 from topkbench.report import figures as F
+from topkbench.report.fmt import pct
 from topkbench.report.html import Column, Page, key_values, note, num, table
 from topkbench.report.selectors import Heuristic, datasets_for, hand_rules, load_heuristic
 from topkbench.store import read_results
@@ -21,15 +22,11 @@ from topkbench.store import read_results
 NOISY_ROWS_SHOWN = 25
 
 
-def _pct(v: float) -> str:
-    return f"{num(100 * v)}%"
-
-
 _REGRET_COLUMNS = [
     Column("rule", "rule"), Column("kind", "figures"),
     Column("geomean_regret", "geo-mean regret", num, numeric=True),
     Column("max_regret", "max regret", num, numeric=True),
-    Column("within_5pct", "within 5% of fastest", _pct, numeric=True),
+    Column("within_5pct", "within 5% of fastest", pct, numeric=True),
     Column("unavailable", "unavailable picks", lambda v: str(int(v)), numeric=True),
     Column("cells", "cells", lambda v: str(int(v)), numeric=True),
     Column("note", "note"),

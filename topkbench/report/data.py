@@ -29,7 +29,7 @@ DATASET_COLUMNS = ("gpu_name", "timing_mode", "l2", "length_mode", "distribution
 #: Conditions under which dispatch rules are judged (length modes and distributions combined).
 RULE_COLUMNS = ("gpu_name", "timing_mode", "l2")
 POINT_COLUMNS = ("rows", "seq_len", "k")
-#: "Within 5% of the oracle" (DESIGN.md section 8), as the fit's evaluation counts it.
+#: "Within 5% of the oracle" (docs/design.md section 8), as the fit's evaluation counts it.
 NEAR_ORACLE = WITHIN
 
 

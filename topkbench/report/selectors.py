@@ -1,6 +1,6 @@
 """The dispatch rules a report judges: the fitted heuristic module and the hand rules.
 
-The fitted module is a generated, standalone file (DESIGN.md section 8) loaded from its path; it
+The fitted module is a generated, standalone file (docs/design.md section 8) loaded from its path; it
 must expose ``select(num_rows, max_seq_len, k) -> str``. Its banner names the GPU its data came
 from; a module fitted on another GPU, or one that picks implementations the data never measured,
 says nothing about this data, so the report refuses it with one line.
@@ -116,5 +116,5 @@ def datasets_for(heuristic: Heuristic, datasets: list[Dataset]) -> list[Dataset]
 
 
 def hand_rules() -> list[Selector]:
-    """The named hand rules of DESIGN.md section 1: topkbench.rules' rules already are selectors."""
+    """The named hand rules of docs/design.md section 1: topkbench.rules' rules already are selectors."""
     return list(rules.RULES.values())
