@@ -223,3 +223,15 @@ def test_compute_capability_of_known_names():
     assert infer_compute_capability("NVIDIA L40S") == "8.9"
     assert infer_compute_capability("cpu: AMD EPYC") == "cpu"
     assert infer_compute_capability("Mystery Accelerator") == ""
+
+
+def test_list_says_which_module_auto_uses_here_and_why(capsys):
+    from topkbench.cli import main
+
+    from topkbench.provenance import device_slug
+
+    main(["list"])
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    slug = device_slug(None)
+    resolution = dispatch.resolve(slug)
+    assert f"impl='auto' on {slug}: {resolution.kind}: {' '.join(resolution.reason.split())}" in out

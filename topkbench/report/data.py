@@ -182,10 +182,11 @@ def rule_tables(newest: pd.DataFrame, rules: list[Selector], fitted: Selector | 
         picks: list[tuple[str, list[str], np.ndarray]] = []
         rows: list[EvalRow] = []
         if fitted is not None and key[0] == fitted_gpu:
+            # its quality first: the held-out figures it recorded; then what it does on these cells
+            rows += fitted_rows
             in_sample = bool(fitted_runs & set(group["run_id"].astype(str)))
             label = "fitted module, in-sample" if in_sample else "fitted module, on these results"
             rows.append(_judged(points, label, "in-sample" if in_sample else "fitted", fitted, picks))
-            rows += fitted_rows
         for rule in rules:
             missing = rule.missing(points.impls) if hasattr(rule, "missing") else []
             if missing:
@@ -196,7 +197,8 @@ def rule_tables(newest: pd.DataFrame, rules: list[Selector], fitted: Selector | 
         picks += [(f"always {impl}", [impl] * len(points.cells), points.regret[:, j])
                   for j, impl in enumerate(points.impls)]
         tables.append(RuleTable(dict(zip(RULE_COLUMNS, key)), points, rows, picks))
-    return tables
+    # The main condition (graph replay, hot L2) reads first, as for the datasets.
+    return sorted(tables, key=lambda t: (t.key["gpu_name"], t.key["timing_mode"] != "graph", t.key["l2"] != "hot"))
 
 
 def rule_summary(table: RuleTable) -> pd.DataFrame:
