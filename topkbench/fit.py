@@ -195,6 +195,7 @@ def _segment_fits(seq: np.ndarray, unavailable: np.ndarray, log: np.ndarray, imp
     per_value_u, per_value_l = np.zeros((n, m)), np.zeros((n, m))
     np.add.at(per_value_u, position, unavailable)
     np.add.at(per_value_l, position, log)
+    counts = np.bincount(position, minlength=n)
     prefix_u = np.vstack([np.zeros(m), np.cumsum(per_value_u, axis=0)])
     prefix_l = np.vstack([np.zeros(m), np.cumsum(per_value_l, axis=0)])
     run_u = prefix_u[None, :, :] - prefix_u[:, None, :]  # [i, j, impl]: the run [i, j)
@@ -217,9 +218,9 @@ def _segment_fits(seq: np.ndarray, unavailable: np.ndarray, log: np.ndarray, imp
             a, b = int(values[j - 1]), int(values[j])
             if per_value_u[j - 1, [lower, upper]].any() or per_value_u[j, [lower, upper]].any():
                 cut = cut_between(a, b)
-            else:
-                cut = interpolated_cut(a, b, per_value_l[j - 1, lower] - per_value_l[j - 1, upper],
-                                       per_value_l[j, lower] - per_value_l[j, upper])
+            else:  # per cell: the two values may hold different numbers of cells
+                cut = interpolated_cut(a, b, (per_value_l[j - 1, lower] - per_value_l[j - 1, upper]) / counts[j - 1],
+                                       (per_value_l[j, lower] - per_value_l[j, upper]) / counts[j])
             segments.append((cut, impls[lower]))
         out.append((cost, tuple(segments)))
     return out
@@ -239,10 +240,9 @@ def _row_band_fits(rows: np.ndarray, seq: np.ndarray, regret: np.ndarray, impls:
     log = np.log(np.where(np.isinf(regret), 1.0, regret))
     values = np.unique(rows)
     n = len(values)
-    fits = {(i, j): _segment_fits(seq[(rows >= values[i]) & (rows <= values[j - 1])],
-                                  unavailable[(rows >= values[i]) & (rows <= values[j - 1])],
-                                  log[(rows >= values[i]) & (rows <= values[j - 1])], impls, caps.cuts)
-            for i in range(n) for j in range(i + 1, n + 1)}
+    fits = {(i, j): _segment_fits(seq[band], unavailable[band], log[band], impls, caps.cuts)
+            for i in range(n) for j in range(i + 1, n + 1)
+            for band in [(rows >= values[i]) & (rows <= values[j - 1])]}
     out = {}
     for cuts in range(caps.cuts + 1):
         cost_u, cost_l = np.full((n + 1, n + 1), np.inf), np.full((n + 1, n + 1), np.inf)
@@ -262,8 +262,8 @@ def _row_band_fits(rows: np.ndarray, seq: np.ndarray, regret: np.ndarray, impls:
                 low_b, up_b = (_table_cost(s, seq[at_b], regret[at_b], impls) for s in (lower, upper))
                 if low_a[0] or up_a[0] or low_b[0] or up_b[0]:
                     cut = cut_between(a, b)
-                else:
-                    cut = interpolated_cut(a, b, low_a[1] - up_a[1], low_b[1] - up_b[1])
+                else:  # per cell, as for seq_len cuts
+                    cut = interpolated_cut(a, b, (low_a[1] - up_a[1]) / at_a.sum(), (low_b[1] - up_b[1]) / at_b.sum())
                 row_bands.append(RowBand(cut, lower))
             out[(cuts, bands)] = (cost, tuple(row_bands))
     return out
