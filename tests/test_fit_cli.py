@@ -162,3 +162,24 @@ def test_out_that_cannot_be_written_is_a_one_line_error_and_leaves_nothing(tmp_p
     assert code == 2 and "is a file, not a folder" in one_error_line(err)
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix in (".json", ".md")]
     assert list(folder.iterdir()) == []
+
+
+def test_compute_capability_from_the_data_the_flag_or_the_known_names(tmp_path, capsys):
+    unknown = [{**r, "gpu_name": "Mystery GPU", "gpu_slug": "mystery-gpu", "compute_capability": ""}
+               for r in planted(ks=(64,))]
+    write_results(make_frame(unknown), tmp_path / "mystery.parquet")
+    code, out, err = cli(capsys, tmp_path / "mystery.parquet", "--out", tmp_path / "m.py")
+    assert code == 0, err
+    assert "pass --compute-capability" in " ".join(out.split())
+    assert dispatch.load_heuristic_module(tmp_path / "m.py").DEVICE["compute_capability"] == ""
+    code, _, err = cli(capsys, tmp_path / "mystery.parquet", "--out", tmp_path / "m.py", "--compute-capability", "8.6")
+    assert code == 0, err
+    assert dispatch.load_heuristic_module(tmp_path / "m.py").DEVICE["compute_capability"] == "8.6"
+    code, _, err = cli(capsys, tmp_path / "mystery.parquet", "--out", tmp_path / "m.py", "--compute-capability", "sm90")
+    assert code == 2 and "expected MAJOR.MINOR" in one_error_line(err)
+    # an H100 file written before the column existed: inferred from the name
+    h100 = [{**r, "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_slug": "nvidia-h100-80gb-hbm3", "compute_capability": ""}
+            for r in planted(ks=(64,))]
+    write_results(make_frame(h100), tmp_path / "h100.parquet")
+    assert cli(capsys, tmp_path / "h100.parquet", "--out", tmp_path / "h.py")[0] == 0
+    assert dispatch.load_heuristic_module(tmp_path / "h.py").DEVICE["compute_capability"] == "9.0"
