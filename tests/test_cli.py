@@ -176,7 +176,7 @@ def test_verify_wrong_implementation_fails_and_names_the_case(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "FAIL" in proc.stdout
-    fail_lines = [line for line in proc.stderr.splitlines() if line.strip().startswith("fail ")]
+    fail_lines = [line for line in proc.stderr.splitlines() if line.strip().startswith("wrong ")]
     assert fail_lines and all("ignores-lengths" in line and "ragged" in line for line in fail_lines)
     assert "outside [0, length)" in fail_lines[0] and "rows=" in fail_lines[0] and "seq_len=" in fail_lines[0]
     assert "error: " in proc.stderr and "cases failed" in proc.stderr

@@ -92,7 +92,7 @@ def test_second_holder_of_a_device_is_refused_with_the_first_named(tmp_path, mon
 def test_two_cli_sweeps_on_one_device_the_second_is_refused(tmp_path):
     config = tmp_path / "slow.yaml"
     config.write_text("name: slow\nimplementations: [torch-cpu]\n"
-                      "timing: {min_samples: 200, max_samples: 200, budget_s: 30, noise_target: 0.0}\n"
+                      "timing: {min_samples: 5000, max_samples: 5000, budget_s: 60, noise_target: 0.0}\n"
                       "axes: {rows: [1], seq_len: [4096, 8192, 16384], k: [64]}\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOPKBENCH_LOCK_DIR": str(tmp_path / "locks")}
     cmd = [sys.executable, "-m", "topkbench", "sweep", str(config), "--out", str(tmp_path / "r"), "-q"]

@@ -64,7 +64,7 @@ def test_append_and_done_keys(tmp_path):
     assert store.exists
     assert store.done_keys() == {row_key(r) for r in first + second}
     assert len(store.read()) == 4
-    assert not [p for p in store.parts_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert not [p for p in store.parts_dir.iterdir() if ".tmp" in p.name]  # no temporary files left
 
 
 def test_finalize_compacts_parts(tmp_path):

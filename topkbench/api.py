@@ -113,13 +113,15 @@ def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any
     host sync: values outside [0, width] are clamped to it. ``k``: any integer >= 1.
 
     Returns int32 [rows, k] in the input's library; rows shorter than k give 0..n-1 then -1. The
-    built-in kernels are deterministic: among scores equal to the k-th largest, the lowest indices
-    win, and the output order is the same on every call. ``impl="auto"`` uses the dispatch module
+    kernels per_row, large_context and radix are deterministic: among scores equal to the k-th
+    largest, the lowest indices win, and the output order is the same on every call (the
+    ``-nondet`` variants and torch.topk promise neither). ``impl="auto"`` uses the dispatch module
     fitted for this GPU if one is installed (max_seq_len is the width).
 
     No host synchronisation on the GPU path: after one warm-up call (which compiles the kernel),
     a call can be captured in a CUDA graph and replayed with new scores and lengths written in
-    place.
+    place. ``radix`` keeps a per-device workspace: its launches on one GPU must be ordered (one
+    stream at a time, or streams that wait on each other).
     """
     library = _library(logits)
     x = _to_torch(logits, library, "logits")

@@ -8,10 +8,11 @@ config hash and skips every (point, implementation) it already holds.
 
 Any number of processes may write into one run at once (slices, resumes in another shell, the
 workers of a multi-GPU sweep, shards on a shared file system). Each writer names its parts with
-its own writer id, so no two ever collide. Writers hold ``<stem>.lock`` shared while they write a
-part or read the run; compaction holds it exclusively, merges the parts it listed into the final
-file, and deletes exactly those parts: a part written after the listing stays for the next
-compaction, so no measurement is lost or counted twice.
+its own writer id, so no two ever collide. Writers hold ``<stem>.parts/.lock`` shared while they
+write a part or read the run; compaction holds it exclusively, merges the parts it listed into the
+final file, and deletes exactly those parts: a part written after the listing stays for the next
+compaction, so no measurement is lost or counted twice. The lock lives with the results (shards on
+several hosts may share the folder) and goes with the parts folder once the run has no parts left.
 
 ``read_results`` reads files and folders (recursively, parts included) as one DataFrame, and
 rejects files that are not topkbench Parquet with one clear line.
@@ -103,18 +104,41 @@ class RunStore:
         self.run_id = run_id
         self.final_path = directory / f"{stem}.parquet"
         self.parts_dir = directory / f"{stem}{PARTS_SUFFIX}"
-        self.lock_path = directory / f".{stem}.lock"
+        self.lock_path = self.parts_dir / ".lock"
         self._writer = writer_id()
         self._next_part = 0
 
     @contextlib.contextmanager
-    def _locked(self, exclusive: bool):
-        with open(self.lock_path, "a") as handle:
+    def _locked(self, exclusive: bool, create: bool = False):
+        """Hold the run's lock (shared, or exclusive for compaction). It lives in the parts
+        folder: a run without parts has nothing to guard (its final file is replaced
+        atomically), so a reader then takes no lock and leaves no file behind. ``create`` makes
+        the parts folder first (writers)."""
+        while True:
+            if create:
+                self.parts_dir.mkdir(parents=True, exist_ok=True)
+            elif not self.parts_dir.is_dir():
+                yield
+                return
+            try:
+                handle = open(self.lock_path, "a")
+            except FileNotFoundError:  # the folder was compacted away just now: start over
+                continue
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                current = os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                current = None
+            # the final compaction removes the lock file: whoever opened it just before must
+            # notice that the path now names another file (or none) and lock that instead
+            if current == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
 
     @classmethod
     def open(cls, out_dir: Path, gpu_slug: str, config_name: str, config_hash: str, resume: bool,
@@ -168,8 +192,7 @@ class RunStore:
         table = to_table(rows)
         path = self.parts_dir / f"part-{self._writer}-{self._next_part:06d}.parquet"
         try:
-            with self._locked(exclusive=False):
-                self.parts_dir.mkdir(parents=True, exist_ok=True)
+            with self._locked(exclusive=False, create=True):
                 write_atomic(table, path)
         except OSError as exc:
             raise io_error(exc, "cannot write a result part") from None
@@ -194,8 +217,12 @@ class RunStore:
                 for part in files:
                     if part != self.final_path:
                         part.unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    self.parts_dir.rmdir()  # only when no other writer's part is left
+                if not any(self.parts_dir.glob("part-*.parquet")):
+                    # the run has no parts left: remove the lock, then the folder (a writer that
+                    # opened the lock meanwhile notices and starts over)
+                    with contextlib.suppress(OSError):
+                        self.lock_path.unlink()
+                        self.parts_dir.rmdir()
         except OSError as exc:
             raise io_error(exc, "cannot compact the run's parts (they are kept; a re-run retries)") from None
         return self.final_path

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -164,9 +164,9 @@ class SweepOutcome:
 PointFn = Callable[[PointTasks, list[dict[str, Any]], float], None]
 
 
-def impl_provenance(impls: list[Implementation]) -> dict[str, tuple[str, str]]:
-    """name -> (source, version) for the impl_source / impl_version columns."""
-    return {impl.name: (p.source, p.version) for impl in impls for p in [registry.provenance_of(impl.name)]}
+def impl_provenance(impls: list[Implementation]) -> dict[str, tuple[str, str, str]]:
+    """name -> (source, version, hash) for the impl_source, impl_version and kernel_hash columns."""
+    return {impl.name: (p.source, p.version, p.hash) for impl in impls for p in [registry.provenance_of(impl.name)]}
 
 
 def device_key(device: DeviceInfo) -> tuple[str, str]:
@@ -191,11 +191,15 @@ def run_sweep(
     run_id: str | None = None,
     device_flag: str = "",
     finalize: bool = True,
+    calibrate: Callable[[Callable[[PointTasks], tuple[list[dict[str, Any]], Any]]], str] | None = None,
 ) -> SweepOutcome:
     """Measure the config's points (``only``: a slice of its axes; ``point_filter``: a subset such
     as a shard) into the run ``run_id`` (default: resume the newest run of the config, or start
     one). ``device_flag`` is stamped on every row (a GPU the calibration found suspect);
-    ``finalize=False`` leaves the parts for whoever compacts the run (multi-GPU workers)."""
+    ``finalize=False`` leaves the parts for whoever compacts the run (multi-GPU workers).
+    ``calibrate`` runs once the device is held, before the first point, with a function that
+    measures a task without storing it; a non-empty string it returns replaces ``device_flag``
+    (a multi-GPU worker's calibration, topkbench/calibration.py)."""
     impls = resolve_implementations(config, requested)
     cuda = any(impl.device is Device.CUDA for impl in impls)
     device = device_info(cuda)
@@ -219,6 +223,9 @@ def run_sweep(
         measured: list[dict[str, Any]] = []
         points_done = 0
         try:
+            if calibrate is not None:
+                flag = calibrate(lambda task: measure_point(task, config, ctx, cuda, flush))
+                ctx = replace(ctx, base={**base, "device_flag": flag or device_flag})
             for task in plan.tasks:
                 start = time.perf_counter()
                 rows, sticky = measure_point(task, config, ctx, cuda, flush)

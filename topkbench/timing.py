@@ -53,8 +53,9 @@ class TimingSettings:
     max_samples: int = 200
     #: Stop sampling an implementation once (p80 - p20) / median is at or under this.
     noise_target: float = 0.05
-    #: Seconds of sampling allowed per implementation of a point (a point with three
-    #: implementations may sample for three times this).
+    #: Seconds of sampling per clock of a point, pooled: a point timed with three clocks (the
+    #: read floor counts as one) samples for at most three times this, once every clock has its
+    #: ``min_samples`` (those are always taken).
     budget_s: float = 2.0
 
 
@@ -239,7 +240,7 @@ def measure_interleaved(
     stats = {name: Stats(noise_target=settings.noise_target) for name in clocks}
     for clock in clocks.values():
         clock.warmup(settings.warmup)
-    # budget_s is per implementation: a point's sampling ends after budget_s x implementations
+    # budget_s is per clock, pooled: a point's sampling ends after budget_s x clocks
     deadline = now() + settings.budget_s * max(1, len(clocks))
     active = list(clocks)
     while active:

@@ -36,20 +36,22 @@ from topkbench.timing import (Clock, CudaClock, L2Mode, Stats, TimingSettings, m
                               timing_mode_of)
 from topkbench.workload import PointInputs, Workload, WorkloadSpec, bytes_moved, make_workload
 
-#: Byte pattern of the poison: 0x7F7F7F7F as an int32 index is above any width the contract
-#: allows, and so is the low word of the int64 pattern (library baselines keep int64 indices).
-_POISON_BYTE = 0x7F
+#: The poison of signed integer outputs: no valid index (indices are >= 0, padding is -1), and the
+#: low word of the int64 value is -2 as well (library baselines keep int64 indices).
+POISON_INDEX = -2
 
 
 def poison(tensor: torch.Tensor) -> None:
-    """Fill ``tensor`` with a value no valid answer holds: NaN for floats, 0x7F.. for integers."""
+    """Fill ``tensor`` with a value no valid answer holds: -2 for signed integers (all ones for
+    unsigned), NaN for floats."""
     if tensor.dtype.is_floating_point:
         tensor.fill_(float("nan"))
     elif tensor.dtype == torch.bool:
         tensor.fill_(True)
+    elif tensor.dtype.is_signed:
+        tensor.fill_(POISON_INDEX)
     else:
-        size = tensor.element_size()
-        tensor.fill_(int.from_bytes(bytes([_POISON_BYTE]) * size, "little", signed=tensor.dtype.is_signed))
+        tensor.fill_(torch.iinfo(tensor.dtype).max)
 
 
 def cuda_context_broken() -> bool:
@@ -201,7 +203,8 @@ class RowContext:
 
     base: Mapping[str, Any]
     settings: TimingSettings
-    impl_provenance: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    #: name -> (source, version, hash) of each implementation (topkbench.impls.registry.provenance_of)
+    impl_provenance: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 def result_row(ctx: RowContext, spec: WorkloadSpec, l2: L2Mode, outcome: Outcome, mean_length: float,
@@ -216,7 +219,7 @@ def result_row(ctx: RowContext, spec: WorkloadSpec, l2: L2Mode, outcome: Outcome
     nbytes = bytes_moved(spec.rows, mean_length, spec.k)
     floor_us = nbytes / (ctx.base["bandwidth_gbs"] * 1e3)
     median = stats.median if timed else nan
-    source, version = ctx.impl_provenance.get(impl.name, ("builtin", __version__))
+    source, version, code_hash = ctx.impl_provenance.get(impl.name, ("builtin", __version__, ""))
     return build_row({
         **ctx.base,
         "rows": spec.rows, "seq_len": spec.seq_len, "k": spec.k, "length_mode": spec.length_mode.value,
@@ -231,7 +234,7 @@ def result_row(ctx: RowContext, spec: WorkloadSpec, l2: L2Mode, outcome: Outcome
         "rel_spread": stats.rel_spread if timed else nan, "noisy": bool(stats.noisy) if timed else False,
         "bytes": nbytes, "floor_us": floor_us, "pct_of_floor": 100.0 * floor_us / median if timed else nan,
         "read_us": read_us,
-        "kernel_hash": impl.kernel_hash() or "", "impl_source": source, "impl_version": version,
+        "kernel_hash": impl.kernel_hash() or code_hash, "impl_source": source, "impl_version": version,
         "deterministic": bool(impl.deterministic),
         "timestamp": timestamp,
     })
