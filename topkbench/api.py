@@ -97,7 +97,8 @@ def resolve_auto(rows: int, width: int, k: int, device: torch.device) -> str:
     """The implementation ``impl="auto"`` picks: the fitted module for this GPU when installed,
     else the documented default (see topkbench.dispatch)."""
     kind = Device.CUDA if device.type == "cuda" else Device.CPU
-    candidates = [n for n in registry.available() if registry.get(n).device is kind]
+    # auto picks among the built-ins only: a plugin is chosen by name, or by a module fitted to allow it
+    candidates = [n for n in registry.available() if registry.is_builtin(n) and registry.get(n).device is kind]
     if not candidates:
         raise UsageError(f"no implementation usable here runs on {kind.value}")
     index = (device.index if device.index is not None else torch.cuda.current_device()) if kind is Device.CUDA else None

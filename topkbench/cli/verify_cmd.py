@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from topkbench.config import load_config
+from topkbench.plugins.option import PluginOption, load_cli_plugins
 from topkbench.errors import VerificationFailed
 from topkbench.schema import Status
 from topkbench.terminal import console, simple_table
@@ -19,8 +20,10 @@ def verify_command(
     config: Annotated[str, typer.Argument(help="A config file or bundled config name.")] = "verify",
     impl: Annotated[Optional[list[str]], typer.Option("--impl", "-i", help="Implementation to check (repeatable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    plugin: PluginOption = None,
 ) -> None:
     """Check every implementation against the top-k contract over the adversarial distributions."""
+    load_cli_plugins(plugin)
     cfg = load_config(config)
     term = console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

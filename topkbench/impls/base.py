@@ -25,8 +25,10 @@ class Device(str, Enum):
 
 
 #: Version of the implementation interface (Implementation, Runner). A plugin written against
-#: version N keeps working with every topkbench that accepts N (see docs/design.md section 10).
+#: version N keeps working with every topkbench whose MIN_INTERFACE_VERSION <= N <=
+#: INTERFACE_VERSION (docs/plugins.md).
 INTERFACE_VERSION = 1
+MIN_INTERFACE_VERSION = 1
 
 
 class Runner(ABC):
@@ -36,7 +38,9 @@ class Runner(ABC):
     [rows, k] result itself; for library baselines whatever raw buffer ``result()`` is derived
     from). The harness fills it with a poison pattern that no valid answer has before every
     checked run, so an implementation that skips writing part of it cannot pass the check with a
-    stale answer left in memory.
+    stale answer left in memory. The input tensors stay the same between runs but their contents
+    change (new scores are written in place, as a CUDA-graph replay sees them): ``run()`` must read
+    them every time, never reuse what ``prepare`` computed from them.
     """
 
     output: torch.Tensor
@@ -66,6 +70,9 @@ class Implementation(ABC):
     deterministic: ClassVar[bool] = False
     #: The interface version this implementation was written against.
     interface_version: ClassVar[int] = INTERFACE_VERSION
+    #: The implementation's own version, recorded with its results (None: the module's
+    #: ``__version__`` or its distribution's).
+    version: ClassVar[str | None] = None
 
     def unavailable_reason(self) -> str | None:
         """Why this implementation cannot run on this machine, or None when it can."""

@@ -9,11 +9,7 @@ from __future__ import annotations
 import inspect
 import re
 
-from topkbench.impls.base import INTERFACE_VERSION, Device, Implementation
-
-#: The oldest interface version this topkbench still runs. Raised only together with a release
-#: note: a plugin of an older version is then refused with a message saying which version it needs.
-MIN_INTERFACE_VERSION = 1
+from topkbench.impls.base import INTERFACE_VERSION, MIN_INTERFACE_VERSION, Device, Implementation
 
 # Names appear in YAML lists, --impl options, Parquet columns and generated Python: keep them to
 # one token without spaces, commas or quotes.
