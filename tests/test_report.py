@@ -34,7 +34,7 @@ SEQ = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
 def _model(rows: int, seq: int) -> dict[str, float]:
-    """Latency shapes like DESIGN.md section 4: per_row on short rows, large_context with many rows
+    """Latency shapes like docs/design.md section 4: per_row on short rows, large_context with many rows
     of long ones, radix on few very long rows, torch behind."""
     return {
         "torch": 10 + 0.00005 * rows * seq + 0.0003 * seq,

@@ -1,6 +1,6 @@
 """topkbench: exact top-k kernels for sparse-attention decode, measured, fitted and reported.
 
-Public API (DESIGN.md section 3)::
+Public API (docs/design.md section 3)::
 
     topkbench.topk(logits, k, *, lengths=None, impl="auto") -> indices
     topkbench.implementations() -> list of names usable on this machine

@@ -1,4 +1,4 @@
-"""The public entry points of DESIGN.md section 3: ``topk`` and ``implementations``.
+"""The public entry points of docs/design.md section 3: ``topk`` and ``implementations``.
 
 Inputs may be torch tensors, CuPy arrays or NumPy arrays; they are wrapped zero-copy as torch
 tensors (DLPack for CuPy, ``torch.from_numpy`` for NumPy) and the indices come back in the
@@ -106,7 +106,7 @@ def resolve_auto(rows: int, width: int, k: int, device: torch.device) -> str:
 
 
 def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any:
-    """Indices of the k largest values of each row of ``logits`` (DESIGN.md section 3).
+    """Indices of the k largest values of each row of ``logits`` (docs/design.md section 3).
 
     ``logits``: 2-D float32 (torch, CuPy or NumPy), rows contiguous; ``lengths``: int32 per row
     (row r is valid in [0, lengths[r]); None means full width). Lengths on the host must lie in

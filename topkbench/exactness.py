@@ -1,4 +1,4 @@
-"""The exactness check of DESIGN.md section 3, shared by the tests, ``verify`` and the sweep.
+"""The exactness check of docs/design.md section 3, shared by the tests, ``verify`` and the sweep.
 
 For a row with n = lengths[r] > k: the k indices are distinct, lie in [0, n), and the sorted keys
 of their values equal the sorted keys of the k largest values of row[:n] (compared exactly: a

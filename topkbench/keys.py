@@ -1,4 +1,4 @@
-"""Order-preserving integer keys for fp32 scores (DESIGN.md section 4), the Python twins of the
+"""Order-preserving integer keys for fp32 scores (docs/design.md section 4), the Python twins of the
 kernels' ``topk::float_key``, ``topk::coarse_key`` and ``topk::coarse_key_range``
 (kernels/topk_common.cuh; tests/test_keys_gpu.py runs both on the same values).
 

@@ -31,7 +31,7 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("seq_len", pa.int64(), "width: the longest row length"),
     ("k", pa.int64(), "indices kept per row"),
     ("length_mode", pa.string(), "fixed (all rows seq_len) or ragged (uniform in [0.8L, L])"),
-    ("distribution", pa.string(), "score distribution (DESIGN.md section 5)"),
+    ("distribution", pa.string(), "score distribution (docs/design.md section 5)"),
     ("mean_length", pa.float64(), "mean valid length over the rows"),
     ("impl", pa.string(), "implementation name"),
     ("impl_device", pa.string(), "cpu or cuda"),

@@ -1,4 +1,4 @@
-"""Timing microsecond selections (DESIGN.md section 6).
+"""Timing microsecond selections (docs/design.md section 6).
 
 A :class:`Clock` takes one sample: the time of one selection in microseconds, averaged over
 ``launches_per_sample`` selections. GPU clocks time with CUDA events on a dedicated stream:

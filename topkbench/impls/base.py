@@ -1,4 +1,4 @@
-"""The interface every top-k implementation keeps (DESIGN.md section 3).
+"""The interface every top-k implementation keeps (docs/design.md section 3).
 
 Tensors inside topkbench are torch tensors (CuPy and NumPy inputs are wrapped zero-copy at the
 public API). An implementation is used in two steps so that the timed region holds only the
