@@ -1,5 +1,5 @@
 // large_context: exact top-k with one CTA of 1024 threads per row, for long rows and enough rows
-// to fill the GPU (DESIGN.md section 4).
+// to fill the GPU (docs/design.md section 4).
 //
 //   pass A: stream the row once: a 256-bin histogram of the coarse key's high byte
 //           (topk::coarse_key), and that byte per element into a workspace (a quarter of the
@@ -16,12 +16,12 @@
 // after one pass.
 //
 // LC_DETERMINISTIC=1 (the default, implementation `large_context`): the lowest indices win among
-// the entries equal to the k-th largest value, and the output order is fixed: the entries above
-// the k-th value in ascending index order, then the selected ties in ascending index order. Pass B
-// fills the buffer in index order (a block-wide scan per tile, topk::TileScan); the ties go out
-// from the buffer in that order; a last pass over the bytes (pass C) writes the elements above
-// the threshold, each at the count of selected elements before it, which the scan of the bytes
-// above the bucket and a prefix over the buffered candidates give. LC_DETERMINISTIC=0
+// the entries equal to the k-th largest value, and the output is the selected set in ascending
+// index order. Pass B fills the buffer in index order (a block-wide scan per tile,
+// topk::TileScan); after the refinement a scan over the buffer marks the selected candidates (the
+// first `needed` ties in index order among them) with the count of selected candidates before
+// each; a last pass over the bytes (pass C) writes every selected element at the count of selected
+// elements before it: the scan of the bytes above the bucket plus that candidate prefix. LC_DETERMINISTIC=0
 // (`large_context-nondet`): pass B writes the elements above the bucket directly and every slot
 // comes from a shared atomic counter, so the tie set and the order depend on scheduling.
 #include "topk_common.cuh"
@@ -49,6 +49,11 @@
 #endif
 #ifndef LC_DETERMINISTIC
 #define LC_DETERMINISTIC 1
+#endif
+// Deterministic plateau rows in the rescanning fallback: the final pass stops once the needed
+// ties are found (see topk::rescan_select); 0 always walks until every slot is written.
+#ifndef LC_EARLY_TIES
+#define LC_EARLY_TIES 1
 #endif
 
 namespace {
@@ -290,8 +295,8 @@ large_context_topk(const float* __restrict__ logits, long long stride, const int
         // above the bucket; the bytes are not needed.
         const topk::KeyRange range = topk::coarse_key_range(b0 << kCoarseShift, (b0 << kCoarseShift) | 0xFFu);
         const topk::RescanShared rs{refine_shared, &sh.above, &sh.ties, sh.scan_totals};
-        topk::rescan_select<kBlock, LC_RESCAN_UNROLL, LC_FALLBACK_BITS, LC_DETERMINISTIC != 0, LC_RESCAN_UNROLL>(
-            x, n, o, k, range, needed, false, rs);
+        topk::rescan_select<kBlock, LC_RESCAN_UNROLL, LC_FALLBACK_BITS, LC_DETERMINISTIC != 0, LC_RESCAN_UNROLL,
+                            LC_EARLY_TIES != 0>(x, n, o, k, range, bucket_count, needed, false, rs);
         return;
     }
     // Every candidate's key over the buffer (the refinement's input).
@@ -346,11 +351,10 @@ large_context_topk(const float* __restrict__ logits, long long stride, const int
     key.set_range(sh.lo, sh.hi);
     __syncthreads();  // everyone has read lo/hi before the refinement resets them
     needed = topk::refine<LC_REFINE_BITS, kBlock>(key, needed, refine_shared, for_each_candidate);
-    const int above_total = k - needed;
 
-    // The candidates in index order: the first `needed` ties go out after the elements above the
-    // threshold; each candidate's word becomes (above-threshold candidates before it) << 1 | (it
-    // is one of them), which pass C reads.
+    // The candidates in index order: candidate j is selected when it is above the threshold or
+    // one of the first `needed` ties; its word becomes (selected candidates before it) << 1 | (it
+    // is selected), which pass C reads. Selected before j = above before j + min(ties before j, needed).
     int cand_above = 0;  // above-threshold candidates in all
     {
         int tie_base = 0;
@@ -371,38 +375,39 @@ large_context_topk(const float* __restrict__ logits, long long stride, const int
             for (int u = 0; u < kCandUnroll; ++u) {
                 const int j = base + u * kBlock + tid;
                 if (j >= m) continue;
-                if (cls[u] == topk::kTie) {
-                    const int rank = tie_base + static_cast<int>(before[u] >> 16);
-                    if (rank < needed) o[above_total + rank] = sh.cand_idx[j];
-                }
-                sh.cand_key[j] = ((cand_above + (before[u] & 0xFFFFu)) << 1) | (cls[u] == topk::kAbove ? 1u : 0u);
+                const int above = cand_above + static_cast<int>(before[u] & 0xFFFFu);
+                const int ties = tie_base + static_cast<int>(before[u] >> 16);
+                const bool selected = cls[u] == topk::kAbove || (cls[u] == topk::kTie && ties < needed);
+                sh.cand_key[j] = (static_cast<uint32_t>(above + min(ties, needed)) << 1) | (selected ? 1u : 0u);
             }
             cand_above += static_cast<int>(total & 0xFFFFu);
             tie_base += static_cast<int>(total >> 16);
         }
     }
+    const int cand_selected = cand_above + needed;  // the ties are at least `needed`
     __syncthreads();
-    if (above_total == 0) return;
 
-    // pass C: the elements above the threshold, in index order: bytes above the bucket, and the
-    // bucket's bytes whose candidate is above the threshold (the j-th bucket byte is candidate j).
-    // An element's slot = (bytes above the bucket before it) + (above-threshold candidates before it).
+    // pass C: the selected elements in index order: the bytes above the bucket, and the bucket's
+    // bytes whose candidate is selected (the j-th bucket byte is candidate j). An element's slot is
+    // (bytes above the bucket before it) + (selected candidates before it).
     {
         int above_run = 0, bucket_run = 0;
-        auto cands_before = [&](int j) { return j < m ? static_cast<int>(sh.cand_key[j] >> 1) : cand_above; };
+        auto selected_before = [&](int j) {
+            return j < m ? static_cast<int>(sh.cand_key[j] >> 1) : cand_selected;
+        };
         ordered_bytes<true>(
             w, off, off + n, b0, ts, [=](uint32_t bv) { return bv > b0 ? 1u : kBucketUnit; },
             [&](int p, uint32_t bv, uint32_t before) {
                 const int a = above_run + static_cast<int>(before & kAboveMask);
                 const int j = bucket_run + static_cast<int>(before >> kBucketShift);
                 if (bv == b0 && (j >= m || !(sh.cand_key[j] & 1u))) return;
-                const int slot = a + cands_before(j);
-                if (slot < above_total) o[slot] = p - off;
+                const int slot = a + selected_before(j);
+                if (slot < k) o[slot] = p - off;
             },
             [&](uint32_t total) {
                 above_run += static_cast<int>(total & kAboveMask);
                 bucket_run += static_cast<int>(total >> kBucketShift);
-                return above_run + cands_before(bucket_run) >= above_total;
+                return above_run + selected_before(bucket_run) >= k;
             });
     }
 #else

@@ -1,4 +1,4 @@
-// per_row: exact top-k with one CTA per row, for short rows and many rows (DESIGN.md section 4).
+// per_row: exact top-k with one CTA per row, for short rows and many rows (docs/design.md section 4).
 //
 // Radix select with 2048-bin shared-memory histograms, rescanning the row from global memory
 // (L1/L2-resident for the short rows this kernel is for) on every pass:
@@ -10,9 +10,9 @@
 //           pass that writes everything above the threshold and the ties up to k.
 //
 // PER_ROW_DETERMINISTIC=1 (the default, implementation `per_row`): among the entries equal to the
-// k-th largest value the lowest indices win, and the output order is fixed: the entries above the
-// k-th value in ascending index order, then the selected ties in ascending index order (a
-// block-wide scan per tile of the final pass, topk::ordered_select_row; no atomic decides a slot).
+// k-th largest value the lowest indices win, and the output is the selected set in ascending index
+// order (a block-wide scan per tile of the final pass, topk::ordered_select_row; no atomic decides
+// a slot).
 // PER_ROW_DETERMINISTIC=0 (`per_row-nondet`): slots from shared atomic counters, so the tie set
 // and the order depend on scheduling.
 #include "topk_common.cuh"
@@ -32,6 +32,11 @@
 #endif
 #ifndef PER_ROW_DETERMINISTIC
 #define PER_ROW_DETERMINISTIC 1
+#endif
+// Deterministic plateau rows: the final pass stops once the needed ties are found (see
+// topk::rescan_select); 0 always walks until every slot is written.
+#ifndef PER_ROW_EARLY_TIES
+#define PER_ROW_EARLY_TIES 1
 #endif
 
 namespace {
@@ -98,6 +103,6 @@ per_row_topk(const float* __restrict__ logits, long long stride, const int* __re
 
     const topk::RescanShared rs{{sh.hist, sh.scratch, &sh.choice, &sh.lo, &sh.hi}, &sh.above, &sh.ties,
                                 sh.scan_totals};
-    topk::rescan_select<kBlock, PER_ROW_UNROLL, kDigitBits, PER_ROW_DETERMINISTIC != 0, kFinalUnroll>(
-        x, n, o, k, range, needed, take_all, rs);
+    topk::rescan_select<kBlock, PER_ROW_UNROLL, kDigitBits, PER_ROW_DETERMINISTIC != 0, kFinalUnroll,
+                        PER_ROW_EARLY_TIES != 0>(x, n, o, k, range, sh.choice.count, needed, take_all, rs);
 }

@@ -1,4 +1,4 @@
-// radix: exact top-k with several CTAs cooperating on one row (DESIGN.md section 4, issue #4).
+// radix: exact top-k with several CTAs cooperating on one row (docs/design.md section 4, issue #4).
 //
 // Long rows at small batch leave most SMs idle with one CTA per row, so a group of
 // `ctas_per_row` CTAs shares each row; CTA c owns the contiguous chunk c of it. Every CTA converts
@@ -7,15 +7,15 @@
 // k-th largest key: CTAs build a shared-memory histogram of the keys still matching the prefix,
 // add it into the group's global histogram with atomics, meet at a group barrier, and all compute
 // the same bucket from the global histogram. A final collect pass writes keys above the final
-// prefix to slots [0, k - k_rem) and keys equal to it (the ties) to [k - k_rem, k).
+// prefix and the first k_rem keys equal to it (the ties).
 //
 // RADIX_DETERMINISTIC=1 (the default, implementation `radix`): after the last round every CTA
 // publishes its counts of keys above the threshold and of ties in the workspace, and reads those
 // of the lower CTAs of its group (the exchange: one more meeting, of the lower CTAs only). CTA c
-// then writes its above keys from the slot after the lower CTAs' ones and takes ties from the
-// rank after theirs, each in index order (a block-wide scan per tile, topk::TileScan): the output
-// is the entries above the k-th value in ascending index order, then the lowest-index ties in
-// ascending index order, whatever the number of CTAs per row. RADIX_DETERMINISTIC=0
+// then counts its keys on from theirs, in index order (a block-wide scan per tile,
+// topk::TileScan): a key goes to (above keys before it) + min(ties before it, k_rem), so the
+// output is the selected set, with the lowest-index ties, in ascending index order, whatever the
+// number of CTAs per row. RADIX_DETERMINISTIC=0
 // (`radix-nondet`): each CTA reserves its slots with one global atomic per kind, in arrival
 // order, and ties are taken in that order until k are written.
 //
@@ -430,10 +430,9 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
         }
 
 #if RADIX_STOP_AFTER != 2
-        const uint32_t first_tie_slot = static_cast<uint32_t>(k) - k_rem;
 #if RADIX_DETERMINISTIC
-        // ---- collect in index order: this CTA's above keys from the slot after the lower CTAs'
-        // ones, its ties from the rank after theirs (ranks past k_rem are not selected).
+        // ---- collect in index order: this CTA's above keys and ties counted after the lower
+        // CTAs' ones (tie ranks from k_rem on are not selected).
         {
             const uint2 lower = exchange_counts(exchange, cta, sel + 1u, local_above, local_tie, s_sum);
             uint32_t above_run = lower.x;  // slot of the next above key
@@ -444,13 +443,15 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
                 const uint32_t m = key & mask;
                 return !ok ? topk::kNone : (m > prefix ? topk::kAbove : (m == prefix ? topk::kTie : topk::kNone));
             };
+            // Slot = (above keys before it in the row) + min(ties before it, k_rem): the selected
+            // set in ascending index order.
             auto put = [&](int j, uint32_t cls, uint32_t before) {
+                const uint32_t above = above_run + (before & 0xFFFFu);
+                const uint32_t tie = tie_run + (before >> 16);
                 if (cls == topk::kAbove) {
-                    const uint32_t slot = above_run + (before & 0xFFFFu);
-                    if (slot < above_end) row_out[slot] = lo + j;
-                } else if (cls == topk::kTie) {
-                    const uint32_t rank = tie_run + (before >> 16);
-                    if (rank < tie_end) row_out[first_tie_slot + rank] = lo + j;
+                    if (above < above_end) row_out[above + min(tie, k_rem)] = lo + j;
+                } else if (cls == topk::kTie && tie < tie_end) {
+                    row_out[above + tie] = lo + j;
                 }
             };
             auto advance = [&](uint32_t total) {
@@ -510,6 +511,7 @@ radix_topk(const float* __restrict__ logits, const int* __restrict__ lengths, in
         }
 #else
         // ---- collect: one global reservation per CTA for each kind, then per-warp slots.
+        const uint32_t first_tie_slot = static_cast<uint32_t>(k) - k_rem;
         if (threadIdx.x == 0) {
             s_base_above = local_above != 0u ? atomicAdd(ctrl + kAboveCtr + (sel & 1u), local_above) : 0u;
             s_base_tie = local_tie != 0u ? atomicAdd(ctrl + kTieCtr + (sel & 1u), local_tie) : 0u;

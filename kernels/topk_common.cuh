@@ -311,7 +311,8 @@ __device__ int refine(KeyPrefix& key, int needed, const RefineShared& sh, ForEac
 }
 
 // ---------------------------------------------------------------------------------------------
-// Deterministic output: block-wide stable compaction.
+// Deterministic output: block-wide stable compaction. The deterministic kernels write the
+// selected set (the lowest-index ties at the k-th value) in ascending index order.
 //
 // A block-wide loop visits a tile at a time, in index order. A tile is U sub-tiles; in sub-tile u
 // thread t's elements follow those of threads < t, and sub-tile u follows sub-tile u - 1 (the
@@ -408,31 +409,40 @@ __device__ __forceinline__ void for_each_float(const float* __restrict__ row, in
     if (tail < n) f1(tail, STREAM ? __ldcs(row + tail) : __ldg(row + tail));
 }
 
-// Deterministic final pass over row x[0, n): `classify(fk)` says whether an element is above the
-// threshold (kAbove), equal to it (kTie) or neither. Above elements fill out[0, above_total) in
-// ascending index order; the first `needed` ties in index order fill out[above_total, k), also in
-// ascending index order. Tiles of BLOCK * 4 * U elements (U float4 loads in flight per thread),
-// one TileScan each (ties in the high 16 bits: BLOCK * 4 * U must stay below 65536); stops as soon
-// as every slot is written (plateau rows end early).
+// When an ordered pass may stop before the end of the row.
+enum StopRule : int {
+    kStopNever = 0,    // visit every element (a pass that also builds a histogram)
+    kStopWhenFull = 1, // once every above element and the needed ties are written
+    kStopAfterTies = 2 // once the needed ties are written (the above elements past them already are)
+};
+
+// Deterministic pass over row x[0, n) in index order: `classify(fk)` says whether an element is
+// above the threshold (kAbove), equal to it (kTie) or neither; it is called once per element, in
+// index order within each thread. The selected elements are the above ones and the first
+// `needed` ties in index order; each goes to out[its rank among the selected] (the selected set
+// in ascending index order): above elements before i + min(ties before i, needed). Tiles of
+// BLOCK * 4 * U elements (U float4 loads in flight per thread), one TileScan each (ties in the
+// high 16 bits: BLOCK * 4 * U must stay below 65536).
 template <int BLOCK, int U, int MAX_U, typename Classify>
 __device__ void ordered_select_row(const float* __restrict__ x, int n, int* __restrict__ out, int above_total,
-                                   int needed, TileScan<BLOCK, MAX_U>& ts, Classify&& classify) {
+                                   int needed, StopRule stop, TileScan<BLOCK, MAX_U>& ts, Classify&& classify) {
     static_assert(BLOCK * 4 * U < 65536, "tile too large for 16-bit packed counts");
     const int tid = threadIdx.x;
-    int above_base = 0, tie_base = 0;  // slots taken by earlier tiles (the same in every thread)
+    int above_base = 0, tie_base = 0;  // above elements and ties before this tile (every thread)
     auto put = [&](int i, uint32_t cls, uint32_t off) {
+        const int above = above_base + static_cast<int>(off & 0xFFFFu);  // above elements before i
+        const int tie = tie_base + static_cast<int>(off >> 16);           // ties before i
         if (cls == kAbove) {
-            const int slot = above_base + static_cast<int>(off & 0xFFFFu);
-            if (slot < above_total) out[slot] = i;
-        } else if (cls == kTie) {
-            const int rank = tie_base + static_cast<int>(off >> 16);
-            if (rank < needed) out[above_total + rank] = i;
+            if (above < above_total) out[above + min(tie, needed)] = i;
+        } else if (cls == kTie && tie < needed) {
+            out[above + tie] = i;
         }
     };
     auto advance = [&](uint32_t total) {
         above_base += static_cast<int>(total & 0xFFFFu);
         tie_base += static_cast<int>(total >> 16);
-        return above_base >= above_total && tie_base >= needed;
+        return (stop == kStopWhenFull && above_base >= above_total && tie_base >= needed) ||
+               (stop == kStopAfterTies && tie_base >= needed);
     };
     // One scalar element per thread (the misaligned head or the tail of the row).
     auto scalar_tile = [&](int i0, int count) {
@@ -463,8 +473,10 @@ __device__ void ordered_select_row(const float* __restrict__ x, int n, int* __re
             cls[u] = 0u;
             c[u] = 0u;
             if (v0 + u * BLOCK + tid < nvec) {
-                const uint32_t c0 = classify(float_key(q[u].x)), c1 = classify(float_key(q[u].y));
-                const uint32_t c2 = classify(float_key(q[u].z)), c3 = classify(float_key(q[u].w));
+                const uint32_t c0 = classify(float_key(q[u].x));
+                const uint32_t c1 = classify(float_key(q[u].y));
+                const uint32_t c2 = classify(float_key(q[u].z));
+                const uint32_t c3 = classify(float_key(q[u].w));
                 cls[u] = c0 | (c1 << 2) | (c2 << 4) | (c3 << 6);
                 c[u] = class_count(c0) + class_count(c1) + class_count(c2) + class_count(c3);
             }
@@ -497,35 +509,60 @@ struct RescanShared {
 };
 
 // Exact selection within a row whose threshold bucket is known as the fp32 key range
-// [range.first, range.last], with `needed` slots left for it (k - needed elements lie above
-// range.last). Refines by rescanning the row from global memory with DIGIT_BITS-wide fp32 digits,
-// each pass counting only the keys in the range that match the prefix chosen so far; then one
-// final pass writes what is above the threshold and the ties up to k. `take_all`: the whole range
-// is selected (no refinement).
+// [range.first, range.last], holding `bucket_count` elements, with `needed` slots left for it
+// (k - needed elements lie above range.last). Refines by rescanning the row from global memory
+// with DIGIT_BITS-wide fp32 digits, each pass counting only the keys in the range that match the
+// prefix chosen so far; then one final pass writes what is above the threshold and the ties up to
+// k. `take_all`: the whole range is selected (no refinement).
 //
-// DET: the final pass is ordered_select_row (above the threshold in ascending index order, then
-// the lowest-index ties in ascending index order). Otherwise slots come from shared counters:
-// the first refinement pass already writes the elements above the range, and the final pass
-// stops once all k slots are taken (plateaus); the order and the tie set depend on scheduling.
-template <int BLOCK, int UNROLL, int DIGIT_BITS, bool DET, int FINAL_UNROLL>
+// DET: the output is the selected set in ascending index order with the lowest-index ties
+// (ordered_select_row), a pure function of the input. On plateau rows (the bucket holds at least
+// kPlateauFactor times the elements still needed, and EARLY_TIES) the first refinement pass also
+// writes the elements above the range, in index order, where they go if all the needed ties come
+// before them; if the refinement then leaves no element of the range above the threshold, the
+// final pass only has to walk the row until the needed ties are found (a plateau row's ties are
+// dense, so it stops early) and place the above elements it meets on the way.
+// Otherwise slots come from shared counters: the first refinement pass already writes the
+// elements above the range, and the final pass stops once all k slots are taken (plateaus); the
+// order and the tie set depend on scheduling.
+enum : int { kPlateauFactor = 8 };
+
+template <int BLOCK, int UNROLL, int DIGIT_BITS, bool DET, int FINAL_UNROLL, bool EARLY_TIES>
 __device__ void rescan_select(const float* __restrict__ x, int n, int* __restrict__ out, int k, KeyRange range,
-                              int needed, bool take_all, const RescanShared& sh) {
+                              int bucket_count, int needed, bool take_all, const RescanShared& sh) {
     const uint32_t first = range.first, last = range.last;
+    const int needed0 = needed;
+    const int above0 = k - needed0;  // elements above the range, all selected
+    TileScan<BLOCK, FINAL_UNROLL> ts(sh.scan_totals);
+    const bool prewrite = DET && EARLY_TIES && !take_all && bucket_count >= kPlateauFactor * needed0;
+    bool prewritten = false;
     KeyPrefix key;
     bool above_written = false;
     if (take_all) {
         key.set_all();
     } else {
         key.set_range(first, last);
-        const int above_limit = k - needed;
         needed = refine<DIGIT_BITS, BLOCK>(key, needed, sh.refine, [&](auto&& count) {
+            if constexpr (DET) {
+                if (prewrite && !prewritten) {
+                    // In index order: the elements above the range to out[needed0 + their rank].
+                    ordered_select_row<BLOCK, FINAL_UNROLL>(x, n, out + needed0, above0, 0, kStopNever, ts,
+                                                            [&](uint32_t fk) {
+                                                                if (fk > last) return kAbove;
+                                                                if (fk >= first) count(fk);
+                                                                return kNone;
+                                                            });
+                    prewritten = true;
+                    return;
+                }
+            }
             const bool emit = !DET && !above_written;
             auto visit = [&](int i, float v) {
                 const uint32_t fk = float_key(v);
                 if (fk > last) {
                     if (emit) {
                         const int slot = reserve_slot(sh.above);
-                        if (slot < above_limit) out[slot] = i;
+                        if (slot < above0) out[slot] = i;
                     }
                     return;
                 }
@@ -545,8 +582,10 @@ __device__ void rescan_select(const float* __restrict__ x, int n, int* __restric
     const int above_total = k - needed;
 
     if constexpr (DET) {
-        TileScan<BLOCK, FINAL_UNROLL> ts(sh.scan_totals);
-        ordered_select_row<BLOCK, FINAL_UNROLL>(x, n, out, above_total, needed, ts, [&](uint32_t fk) {
+        // No element of the range above the threshold: the prewritten above elements past the
+        // needed ties are in place already.
+        const StopRule stop = prewritten && needed == needed0 ? kStopAfterTies : kStopWhenFull;
+        ordered_select_row<BLOCK, FINAL_UNROLL>(x, n, out, above_total, needed, stop, ts, [&](uint32_t fk) {
             if (fk > last) return kAbove;
             if (fk < first) return kNone;
             const int cmp = key.compare(fk);

@@ -1,7 +1,7 @@
 """Run every CUDA kernel once on a few small shapes, for compute-sanitizer.
 
 Not a pytest module (no test_ prefix): scripts/gpu_check.sh runs it as
-``compute-sanitizer --tool memcheck python3 tests/sanitize_kernels.py`` (and racecheck), so that
+``compute-sanitizer --tool memcheck python3 tests/sanitize_kernels.py [IMPL ...]`` (and racecheck), so that
 out-of-bounds accesses and shared-memory races show up as sanitizer errors. The shapes cover odd
 widths, strides past the width, short rows, plateaus that overflow candidate buffers, and for
 ``radix`` several CTAs per row, more rows than the grid, and keys streamed past shared memory.
@@ -48,13 +48,15 @@ def run_case(impl: Implementation, rows: int, width: int, k: int, dist: Distribu
     return check.ok
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
+    """Every CUDA kernel, or only those named on the command line (radix's extra cases with radix)."""
     kernels = [registry.get(n) for n in registry.available()
-               if registry.get(n).device is Device.CUDA and n != "torch"]
-    cases = [(impl, shape) for impl in kernels for shape in SHAPES] + EXTRA
+               if registry.get(n).device is Device.CUDA and n != "torch" and (not names or n in names)]
+    extra = EXTRA if not names or "radix" in names else []
+    cases = [(impl, shape) for impl in kernels for shape in SHAPES] + extra
     failures = sum(not run_case(impl, *shape) for impl, shape in cases)
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

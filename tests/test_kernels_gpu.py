@@ -1,4 +1,4 @@
-"""The contract of every CUDA kernel (DESIGN.md section 3), on the GPU: one parametrised suite.
+"""The contract of every CUDA kernel (docs/design.md section 3), on the GPU: one parametrised suite.
 
 Every kernel of topkbench/cuda (the deterministic ones and their ``-nondet`` twins) runs
 - every adversarial distribution (the subnormal ones included) at shapes that reach each path:
@@ -9,11 +9,11 @@ Every kernel of topkbench/cuda (the deterministic ones and their ``-nondet`` twi
 The output buffer is poisoned before every run (``topkbench.trial.poison``), so a slot a kernel
 forgets to write is caught, and deterministic kernels are checked with the lowest-index tie rule.
 
-Determinism (kernels with ``deterministic = True``): on tie-heavy rows (the k-th value shared by
-tens of thousands of entries, +0.0 and -0.0 mixed) the output must equal, bit for bit, the host
-reference of the promised layout: the entries above the k-th value in ascending index order, then
-the lowest-index ties in ascending index order (-1 padding for rows of length <= k); 20 calls and
-20 graph replays return exactly that.
+Determinism (kernels with ``deterministic = True``, and their builds without the plateau early
+stop): on tie-heavy rows (the k-th value shared by tens of thousands of entries, +0.0 and -0.0
+mixed) the output must equal, bit for bit, the host reference of the promised layout: the selected
+set, with the lowest-index ties at the k-th value, in ascending index order (-1 padding for rows of
+length <= k); 20 calls and 20 graph replays return exactly that.
 """
 
 from __future__ import annotations
@@ -40,7 +40,19 @@ def cuda_kernels() -> list[str]:
 
 
 KERNELS = cuda_kernels()
-DETERMINISTIC = [name for name in KERNELS if registry.get(name).deterministic]
+
+
+def _deterministic_builds() -> dict[str, Implementation]:
+    """The deterministic kernels, plus the one-CTA ones built without the plateau early stop."""
+    from topkbench.cuda.one_cta import LargeContext, PerRow
+
+    builds = {name: registry.get(name) for name in KERNELS if registry.get(name).deterministic}
+    builds["per_row[EARLY_TIES=0]"] = PerRow(defines={"PER_ROW_EARLY_TIES": 0})
+    builds["large_context[EARLY_TIES=0]"] = LargeContext(defines={"LC_EARLY_TIES": 0})
+    return builds
+
+
+DET_BUILDS = _deterministic_builds()
 
 
 def run_checked(impl: Implementation, logits: torch.Tensor, lengths: torch.Tensor | None, k: int, *,
@@ -119,7 +131,7 @@ def test_threshold_bucket_taken_whole(impl_name, width, k):
     impl = registry.get(impl_name)
     w = make_workload(_spec(2, width, k, Distribution.ASCENDING, FIXED), "cuda")
     out = run_checked(impl, w.logits, None, k)
-    if impl.deterministic:
+    if impl.deterministic:  # the selected set in ascending index order
         assert torch.equal(out, torch.arange(width - k, width, dtype=torch.int32, device="cuda").expand(2, k))
 
 
@@ -188,8 +200,8 @@ def tie_heavy(rows: int, width: int, k: int, mode: LengthMode, *, stride: int | 
 
 def promised_output(logits: torch.Tensor, lengths: torch.Tensor, k: int) -> torch.Tensor:
     """The deterministic kernels' exact output, computed on the host: per row the entries above the
-    k-th largest value in ascending index order, then the lowest-index entries equal to it in
-    ascending index order; rows of length n <= k: 0..n-1 then -1."""
+    k-th largest value and the lowest-index entries equal to it, all in ascending index order;
+    rows of length n <= k: 0..n-1 then -1."""
     logits, lengths = logits.cpu(), lengths.cpu()
     out = torch.full((logits.shape[0], k), -1, dtype=torch.int32)
     for r in range(logits.shape[0]):
@@ -201,7 +213,7 @@ def promised_output(logits: torch.Tensor, lengths: torch.Tensor, k: int) -> torc
         kth = torch.topk(keys, k).values[-1]
         above = torch.nonzero(keys > kth).flatten()
         ties = torch.nonzero(keys == kth).flatten()[: k - above.numel()]
-        out[r] = torch.cat([above, ties]).to(torch.int32)
+        out[r] = torch.sort(torch.cat([above, ties])).values.to(torch.int32)
     return out
 
 
@@ -217,11 +229,11 @@ DET_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("impl_name", DETERMINISTIC)
+@pytest.mark.parametrize("impl_name", list(DET_BUILDS))
 @pytest.mark.parametrize("shape", DET_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}-k{s[2]}-{s[3].value}-stride{s[4]}")
 def test_repeated_calls_and_graph_replays_return_the_promised_output(impl_name, shape):
     rows, width, k, mode, stride = shape
-    impl = registry.get(impl_name)
+    impl = DET_BUILDS[impl_name]
     logits, lengths_arg, lengths = tie_heavy(rows, width, k, mode, stride=stride, seed=rows)
     expected = promised_output(logits, lengths, k).cuda()
     runner = impl.prepare(logits, lengths_arg, k)
@@ -241,10 +253,16 @@ def test_repeated_calls_and_graph_replays_return_the_promised_output(impl_name, 
         assert torch.equal(runner.result(), expected), f"{impl_name} graph replay {replay} differs"
 
 
-@pytest.mark.parametrize("impl_name", DETERMINISTIC)
+@pytest.mark.parametrize("impl_name", list(DET_BUILDS))
 @pytest.mark.parametrize("dist", ADVERSARIAL, ids=lambda d: d.value)
-def test_promised_output_on_every_distribution(impl_name, dist):
+@pytest.mark.parametrize("shape", [(3, 65537, 2048, RAGGED, 65539), (64, 4097, 256, RAGGED, None)],
+                         ids=["3x65537-k2048", "64x4097-k256"])
+def test_promised_output_on_every_distribution(impl_name, dist, shape):
     # The layout holds on every distribution, not only on quantised rows.
-    w = make_workload(_spec(3, 65537, 2048, dist, RAGGED, stride=65539, seed=4), "cuda")
-    out = run_checked(registry.get(impl_name), w.logits, w.lengths_arg, 2048)
-    assert torch.equal(out.cpu(), promised_output(w.logits, w.lengths, 2048))
+    rows, width, k, mode, stride = shape
+    w = make_workload(_spec(rows, width, k, dist, mode, stride=stride, seed=4), "cuda")
+    out = run_checked(DET_BUILDS[impl_name], w.logits, w.lengths_arg, k)
+    expected = promised_output(w.logits, w.lengths, k)
+    bad = torch.nonzero((out.cpu() != expected).any(dim=1)).flatten()
+    assert bad.numel() == 0, (f"{bad.numel()} rows differ from the promised output; row {int(bad[0])}: got "
+                              f"{out[int(bad[0]), :8].tolist()}..., want {expected[int(bad[0]), :8].tolist()}...")

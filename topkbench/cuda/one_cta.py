@@ -1,10 +1,9 @@
 """The one-CTA-per-row kernels: ``per_row`` (kernels/per_row.cu) and ``large_context``
-(kernels/large_context.cu). DESIGN.md section 4 describes both families.
+(kernels/large_context.cu). docs/design.md section 4 describes both families.
 
 Both are deterministic by default (``deterministic = True``): among the entries equal to the k-th
-largest value the lowest indices win, and the output is the entries above the k-th value in
-ascending index order, then the selected ties in ascending index order, on every call and every
-graph replay. ``per_row-nondet`` and ``large_context-nondet`` compile the same sources with
+largest value the lowest indices win, and the output is the selected set in ascending index
+order, on every call and every graph replay. ``per_row-nondet`` and ``large_context-nondet`` compile the same sources with
 ``*_DETERMINISTIC=0`` (slots from shared atomic counters: the tie set and the order depend on
 scheduling), so that one sweep measures what determinism costs.
 
@@ -13,9 +12,9 @@ contract's 0..n-1, -1... layout. ``prepare`` compiles the kernel (once per proce
 and allocates the output and, for large_context, a byte-per-element workspace, so that ``run()``
 is a single launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
 
-``LargeContext(defines={...})`` overrides some of the kernel's compile-time knobs (LC_BLOCK,
-LC_CAPACITY, the unrolls...) for timing experiments (scripts/bench_variants.py); with no defines
-it is the registered kernel.
+``PerRow(defines={...})`` and ``LargeContext(defines={...})`` override some of the kernel's
+compile-time knobs (block size, LC_CAPACITY, the unrolls, *_EARLY_TIES...) for timing experiments
+(scripts/bench_variants.py) and tests; with no defines they are the registered kernels.
 """
 
 from __future__ import annotations
@@ -42,8 +41,25 @@ class _OneCtaKernel(Implementation):
 
     @classmethod
     def compile_variants(cls) -> list[tuple[str, dict[str, int]]]:
-        """Every (source, defines) pair this implementation compiles (see topkbench.cuda.variants)."""
-        return [(cls.source, dict(cls.defines))]
+        """Every (source, defines) pair this implementation compiles (see topkbench.cuda.variants):
+        its own, and the deterministic build without the plateau early stop (tests compare both)."""
+        return [(cls.source, dict(cls.defines)), (cls.source, {**cls.defines, cls.early_ties_define: 0})]
+
+    #: The defines that set the block size, select the deterministic build (1) or the
+    #: atomic-counter one (0), and switch the plateau early stop of the deterministic final pass.
+    block_define: ClassVar[str]
+    deterministic_define: ClassVar[str]
+    early_ties_define: ClassVar[str]
+
+    def __init__(self, *, defines: Mapping[str, int] | None = None) -> None:
+        """``defines`` overrides some of the class's compile-time knobs (timing variants, tests)."""
+        if defines:
+            unknown = sorted(set(defines) - set(type(self).defines))
+            if unknown:
+                raise ValueError(f"{self.name}: unknown defines {unknown}; known: {sorted(type(self).defines)}")
+            self.defines = {**type(self).defines, **defines}
+            self.block = int(self.defines[self.block_define])
+            self.deterministic = bool(self.defines[self.deterministic_define])
 
     def unavailable_reason(self) -> str | None:
         return loader.cupy_unavailable_reason()
@@ -72,8 +88,11 @@ class PerRow(_OneCtaKernel):
     source = "per_row.cu"
     function = "per_row_topk"
     block = 512
+    block_define = "PER_ROW_BLOCK"
+    deterministic_define = "PER_ROW_DETERMINISTIC"
+    early_ties_define = "PER_ROW_EARLY_TIES"
     defines = {"PER_ROW_BLOCK": 512, "PER_ROW_MIN_BLOCKS": 2, "PER_ROW_UNROLL": 2, "PER_ROW_FINAL_UNROLL": 4,
-               "PER_ROW_DETERMINISTIC": 1}
+               "PER_ROW_DETERMINISTIC": 1, "PER_ROW_EARLY_TIES": 1}
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape
@@ -92,17 +111,11 @@ class LargeContext(_OneCtaKernel):
     source = "large_context.cu"
     function = "large_context_topk"
     block = 1024
+    block_define = "LC_BLOCK"
+    deterministic_define = "LC_DETERMINISTIC"
+    early_ties_define = "LC_EARLY_TIES"
     defines = {"LC_BLOCK": 1024, "LC_CAPACITY": 4096, "LC_UNROLL": 4, "LC_BYTE_UNROLL": 2, "LC_RESCAN_UNROLL": 2,
-               "LC_REFINE_BITS": 8, "LC_FALLBACK_BITS": 11, "LC_DETERMINISTIC": 1}
-
-    def __init__(self, *, defines: Mapping[str, int] | None = None) -> None:
-        if defines:
-            unknown = sorted(set(defines) - set(type(self).defines))
-            if unknown:
-                raise ValueError(f"large_context: unknown defines {unknown}; known: {sorted(type(self).defines)}")
-            self.defines = {**type(self).defines, **defines}
-            self.block = int(self.defines["LC_BLOCK"])
-            self.deterministic = bool(self.defines["LC_DETERMINISTIC"])
+               "LC_REFINE_BITS": 8, "LC_FALLBACK_BITS": 11, "LC_DETERMINISTIC": 1, "LC_EARLY_TIES": 1}
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape

@@ -11,8 +11,7 @@ kernel leaves it zero at exit, so ``run()`` launches nothing else and is graph c
 Launches that share the workspace must be ordered (one stream at a time), as in the benchmark.
 
 ``radix`` is deterministic (the lowest indices win among the entries equal to the k-th value, and
-the output is the entries above it in ascending index order, then the selected ties in ascending
-index order, whatever the number of CTAs per row); ``radix-nondet`` compiles the same source with
+the output is the selected set in ascending index order, whatever the number of CTAs per row); ``radix-nondet`` compiles the same source with
 ``RADIX_DETERMINISTIC=0`` (slots reserved with atomics in arrival order).
 """
 
