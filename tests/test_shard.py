@@ -4,8 +4,10 @@ points, the index and count from Slurm or Kubernetes, and the run id the shards 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from test_cli import main_in_process
 from topkbench.config import load_config, parse_config
@@ -165,3 +167,24 @@ def test_a_shard_run_again_has_nothing_new(tiny, tmp_path, capsys):
     points = len(shard_points(load_config(tiny), Shard(1, 3)))
     assert again.returncode == 0 and "nothing new to measure" in again.stderr
     assert f"shard 2/3: {points} of 24 points" in again.stderr and f"{2 * points} already in this run" in again.stderr
+
+
+def test_the_slurm_and_kubernetes_examples_run_8_shards_of_dsv32_decode_into_one_run():
+    root = Path(__file__).resolve().parents[1] / "docs"
+    slurm = (root / "slurm-dsv32-decode.sh").read_text()
+    assert "#SBATCH --array=0-7" in slurm and "export TOPKBENCH_SHARD_COUNT=8" in slurm
+    assert "topkbench sweep dsv32-decode" in slurm and "--devices all --shard auto --run-id" in slurm
+    job = yaml.safe_load((root / "k8s-dsv32-decode.yaml").read_text())
+    spec = job["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == int(env["TOPKBENCH_SHARD_COUNT"]["value"]) == 8
+    assert container["command"][:3] == ["topkbench", "sweep", "dsv32-decode"]
+    assert container["command"][-4:] == ["--devices", "all", "--shard", "auto"]
+    assert "job-name" in env["TOPKBENCH_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    # what each pod / array task computes: together every point once
+    cfg = load_config("dsv32-decode")
+    shards = [shard_points(cfg, parse_shard("auto", {"JOB_COMPLETION_INDEX": str(i), "TOPKBENCH_SHARD_COUNT": "8"}))
+              for i in range(8)]
+    assert sum(map(len, shards)) == cfg.num_points and frozenset().union(*shards) == frozenset(cfg.points())
+    assert agreed_run_id(None, Shard(0, 8), True, {"SLURM_ARRAY_JOB_ID": "4242"}) == "slurm-4242"
