@@ -269,15 +269,19 @@ def test_a_killed_worker_loses_only_its_point_the_other_carries_on_and_a_resume_
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_whole_pool_keeps_its_points_and_resumes(tmp_path):
+@pytest.mark.parametrize(("send", "code"), [
+    (lambda pid: os.killpg(pid, signal.SIGINT), 130),  # Ctrl-C: the terminal signals the whole process group
+    (lambda pid: os.kill(pid, signal.SIGTERM), 143),  # a scheduler's SIGTERM to the parent only: forwarded
+], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_the_whole_pool_keeps_its_points_and_resumes(tmp_path, send, code):
     cfg_path = tmp_path / "killme.yaml"
     cfg_path.write_text(SLOW_CONFIG)
     out = tmp_path / "results"
     proc = _start(_command(cfg_path, out), _env(tmp_path, 2), out, "killme", 2)
     workers = _children(proc.pid)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the parent's whole process group
+    send(proc.pid)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     lines = [line for line in stderr.splitlines() if line.strip()][-2:]
     assert lines[0].startswith("error: interrupted: ") and "kept in" in lines[0], stderr
     assert lines[1].startswith("hint: run the same command to resume")
