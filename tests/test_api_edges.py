@@ -56,3 +56,24 @@ def test_lengths_at_the_bounds_are_fine():
 def test_other_bad_arguments(kwargs, message):
     with pytest.raises(UsageError, match=message):
         topkbench.topk(X, 3, **kwargs)
+
+
+def test_deterministic_auto_never_runs_a_nondet_build(monkeypatch):
+    from topkbench import api, dispatch
+
+    monkeypatch.setattr(api.registry, "available", lambda: ["torch-cpu", "numpy", "fake", "fake-nondet"])
+    monkeypatch.setattr(api.registry, "is_builtin", lambda name: True)
+
+    class _Impl:
+        device = api.Device.CPU
+
+    monkeypatch.setattr(api.registry, "get", lambda name: _Impl())
+    monkeypatch.setattr(dispatch, "choose", lambda *args: "fake-nondet")
+    cpu = torch.device("cpu")
+    assert api.resolve_auto(4, 100, 8, cpu) == "fake"
+    assert api.resolve_auto(4, 100, 8, cpu, deterministic=False) == "fake-nondet"
+
+
+def test_deterministic_must_be_a_bool():
+    with pytest.raises(UsageError, match="deterministic must be True or False"):
+        topkbench.topk(X, 3, deterministic="yes")

@@ -93,19 +93,27 @@ def _stream_for(library: str) -> contextlib.AbstractContextManager:
     return torch.cuda.stream(torch.cuda.ExternalStream(cupy.cuda.get_current_stream().ptr))
 
 
-def resolve_auto(rows: int, width: int, k: int, device: torch.device) -> str:
+#: The suffix of a kernel's non-deterministic build (atomic output slots), e.g. radix-nondet.
+NONDET_SUFFIX = "-nondet"
+
+
+def resolve_auto(rows: int, width: int, k: int, device: torch.device, deterministic: bool = True) -> str:
     """The implementation ``impl="auto"`` picks: the fitted module for this GPU when installed,
-    else the documented default (see topkbench.dispatch)."""
+    else the documented default (see topkbench.dispatch). With ``deterministic`` a pick of a
+    kernel's ``-nondet`` build becomes the kernel itself."""
     kind = Device.CUDA if device.type == "cuda" else Device.CPU
     # auto picks among the built-ins only: a plugin is chosen by name, or by a module fitted to allow it
     candidates = [n for n in registry.available() if registry.is_builtin(n) and registry.get(n).device is kind]
     if not candidates:
         raise UsageError(f"no implementation usable here runs on {kind.value}")
     index = (device.index if device.index is not None else torch.cuda.current_device()) if kind is Device.CUDA else None
-    return dispatch.choose(rows, width, k, candidates, device_slug(index))
+    pick = dispatch.choose(rows, width, k, candidates, device_slug(index))
+    if deterministic and pick.endswith(NONDET_SUFFIX) and pick.removesuffix(NONDET_SUFFIX) in candidates:
+        return pick.removesuffix(NONDET_SUFFIX)
+    return pick
 
 
-def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any:
+def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto", deterministic: bool = True) -> Any:
     """Indices of the k largest values of each row of ``logits`` (docs/design.md section 3).
 
     ``logits``: 2-D float32 (torch, CuPy or NumPy), rows contiguous; ``lengths``: int32 per row
@@ -117,7 +125,9 @@ def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any
     kernels per_row, large_context and radix are deterministic: among scores equal to the k-th
     largest, the lowest indices win, and the output order is the same on every call (the
     ``-nondet`` variants and torch.topk promise neither). ``impl="auto"`` uses the dispatch module
-    fitted for this GPU if one is installed (max_seq_len is the width).
+    fitted for this GPU if one is installed (max_seq_len is the width). ``deterministic`` steers
+    auto: True (the default) never runs a ``-nondet`` build; False lets a module fitted with them
+    pick one where it was measured faster. An implementation named by ``impl`` runs as it is.
 
     No host synchronisation on the GPU path: after one warm-up call (which compiles the kernel),
     a call can be captured in a CUDA graph and replayed with new scores and lengths written in
@@ -134,7 +144,9 @@ def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto") -> Any
         raise UsageError(f"logits must be 2-D [rows, width], got shape {tuple(x.shape)}")
     if n is not None:
         _check_host_lengths(n, x.shape[1])
-    name = resolve_auto(x.shape[0], x.shape[1], k, x.device) if impl == "auto" else impl
+    if not isinstance(deterministic, bool):
+        raise UsageError(f"deterministic must be True or False, got {deterministic!r}")
+    name = resolve_auto(x.shape[0], x.shape[1], k, x.device, deterministic) if impl == "auto" else impl
     implementation = registry.require(name)
     with _stream_for(library):
         out = implementation(x, k, n)
