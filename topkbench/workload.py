@@ -1,4 +1,4 @@
-"""Seeded, reproducible inputs for one sweep point (DESIGN.md section 5).
+"""Seeded, reproducible inputs for one sweep point (docs/design.md section 5).
 
 Scores are generated with torch on the target device (a GPU run never copies 100+ MB from the
 host). Entries past each row's length, and any padding between the width and the row stride, are
@@ -37,7 +37,7 @@ class Distribution(str, Enum):
     SUBNORMAL_MIN = "subnormal_min"
 
 
-#: The distributions of DESIGN.md section 5, which every kernel must pass.
+#: The distributions of docs/design.md section 5, which every kernel must pass.
 ADVERSARIAL = tuple(Distribution)
 #: The distributions whose scores include subnormal floats (issue 11).
 SUBNORMAL = (Distribution.SUBNORMAL_ZEROS, Distribution.SUBNORMAL_MIXED, Distribution.SUBNORMAL_MIN)
