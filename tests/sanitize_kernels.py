@@ -17,6 +17,7 @@ import torch
 from topkbench.cuda.radix import RadixTopk
 from topkbench.exactness import TopkChecker
 from topkbench.impls import Device, Implementation, registry
+from topkbench.read_floor import chunk_elements, expected_fold, read_floor_runner
 from topkbench.workload import Distribution, LengthMode, WorkloadSpec, make_workload
 
 D, M = Distribution, LengthMode
@@ -48,13 +49,29 @@ def run_case(impl: Implementation, rows: int, width: int, k: int, dist: Distribu
     return check.ok
 
 
+def run_read_floor(rows: int, width: int, stride: int | None, mode: LengthMode) -> bool:
+    """The read-floor kernel (every valid score read once) on an odd, misaligned shape."""
+    w = make_workload(WorkloadSpec(rows, width, 8, D.NORMAL, mode, seed=1, row_stride=stride), "cuda")
+    runner = read_floor_runner(w.logits, w.lengths_arg)
+    runner.run()
+    torch.cuda.synchronize()
+    chunk = chunk_elements(rows, width, torch.cuda.get_device_properties(0).multi_processor_count)
+    ok = torch.equal(runner.output, expected_fold(w.logits, w.lengths_arg, chunk))
+    print(f"read_floor rows={rows} width={width} {mode.value} stride={stride}: {'ok' if ok else 'WRONG'}")
+    return ok
+
+
 def main(names: list[str]) -> int:
-    """Every CUDA kernel, or only those named on the command line (radix's extra cases with radix)."""
+    """Every built-in CUDA kernel (plugins bring their own checks), or only those named on the
+    command line (radix's extra cases with radix, the read floor with read_floor)."""
     kernels = [registry.get(n) for n in registry.available()
-               if registry.get(n).device is Device.CUDA and n != "torch" and (not names or n in names)]
+               if registry.is_builtin(n) and registry.get(n).device is Device.CUDA and n != "torch"
+               and (not names or n in names)]
     extra = EXTRA if not names or "radix" in names else []
     cases = [(impl, shape) for impl in kernels for shape in SHAPES] + extra
     failures = sum(not run_case(impl, *shape) for impl, shape in cases)
+    if not names or "read_floor" in names:
+        failures += sum(not run_read_floor(*shape) for shape in ((3, 4099, 4103, M.FIXED), (7, 70001, None, M.RAGGED)))
     return 1 if failures else 0
 
 
