@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import os
 
 import pandas as pd
@@ -108,13 +110,15 @@ def test_resume_picks_newest_run_of_same_config(tmp_path):
     h = "abcdef0123456789"
     directory = tmp_path / "cpu-test"
     directory.mkdir()
-    for run_id in ("20250101T000000-aaaa", "20260301T120000-bbbb", "20260101T000000-cccc"):
-        RunStore(directory, f"tiny-{h[:8]}-{run_id}", run_id).append(rows_for([64]))
+    # the newest is the run written last, whatever its id (--run-id and scheduler ids do not sort)
+    for age, run_id in ((300, "20250101T000000-aaaa"), (100, "slurm-17"), (200, "20260101T000000-cccc")):
+        written = RunStore(directory, f"tiny-{h[:8]}-{run_id}", run_id).append(rows_for([64]))
+        os.utime(written.parent, (time.time() - age, time.time() - age))
     RunStore(directory, "tiny-ffffffff-20270101T000000-dddd", "20270101T000000-dddd").append(rows_for([64]))
     RunStore(directory, f"other-{h[:8]}-20280101T000000-eeee", "x").append(rows_for([64]))
     store = RunStore.open(tmp_path, "cpu-test", "tiny", h, resume=True)
-    assert store.run_id == "20260301T120000-bbbb"
-    assert store.stem == f"tiny-{h[:8]}-20260301T120000-bbbb"
+    assert store.run_id == "slurm-17"
+    assert store.stem == f"tiny-{h[:8]}-slurm-17"
     assert len(store.done_keys()) == 2
     # a finalized run (no parts folder left) is found too
     store.finalize()

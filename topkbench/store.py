@@ -157,11 +157,15 @@ class RunStore:
         if run_id is not None:
             return cls(directory, prefix + run_id, run_id)
         if resume:
-            stems = {p.name[: -len(PARTS_SUFFIX)] if p.name.endswith(PARTS_SUFFIX) else p.stem
-                     for p in directory.glob(prefix + "*")
-                     if p.name.endswith(PARTS_SUFFIX) or p.suffix == ".parquet"}
-            if stems:
-                stem = max(stems)
+            # the newest run is the one written last (run ids given by --run-id or a scheduler
+            # do not sort by time)
+            written: dict[str, float] = {}
+            for p in directory.glob(prefix + "*"):
+                if p.name.endswith(PARTS_SUFFIX) or p.suffix == ".parquet":
+                    stem = p.name[: -len(PARTS_SUFFIX)] if p.name.endswith(PARTS_SUFFIX) else p.stem
+                    written[stem] = max(written.get(stem, 0.0), p.stat().st_mtime)
+            if written:
+                stem = max(written, key=lambda s: (written[s], s))
                 return cls(directory, stem, stem[len(prefix):])
         run_id = new_run_id()
         return cls(directory, prefix + run_id, run_id)
