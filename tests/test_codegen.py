@@ -98,7 +98,7 @@ def test_banner_names_the_data_and_the_figures(tmp_path):
     doc = ast.get_docstring(ast.parse(source))
     assert "run-a.parquet: 20260101T000000-abcd" in doc
     assert str(tmp_path) not in source  # basenames only
-    assert "GPU: Synthetic GPU (compute capability 9.0, 132 SMs, 3000 GB/s) (slug synthetic-gpu)" in doc
+    assert "Device: Synthetic GPU (compute capability 9.0, 132 SMs, 3000 GB/s) (slug synthetic-gpu)" in doc
     assert "per_row feedbeef1234" in doc
     assert f"fitted with topkbench {__version__}" in doc
     assert "fit, held-out seq_len" in doc and "always per_row" in doc and "rule proposal" in doc

@@ -13,15 +13,32 @@ H100 = ROOT / "results" / "nvidia-h100-80gb-hbm3"
 MAIN_RUN = H100 / "dsv32-decode-242e9613-20261125T104124-d049.parquet"
 #: The one shipped copy, with its .fit.md and .fit.json beside it.
 MODULE = ROOT / "topkbench" / "heuristics" / "nvidia-h100-80gb-hbm3.py"
+CPU_RUNS = ROOT / "results" / "cpu-amd-epyc"
+CPU_MODULE = ROOT / "topkbench" / "heuristics" / "cpu-amd-epyc.py"
 
 
-def test_module_regenerates_byte_for_byte(tmp_path, capsys):
-    out = tmp_path / MODULE.name
-    main(["fit-heuristic", str(MAIN_RUN), "--out", str(out)])
-    assert out.read_bytes() == MODULE.read_bytes()
+@pytest.mark.parametrize("data, module", [(MAIN_RUN, MODULE), (CPU_RUNS, CPU_MODULE)], ids=["h100", "cpu"])
+def test_module_regenerates_byte_for_byte(tmp_path, capsys, data, module):
+    out = tmp_path / module.name
+    main(["fit-heuristic", str(data), "--out", str(out)])
+    assert out.read_bytes() == module.read_bytes()
     for suffix in (".fit.json", ".fit.md"):
         generated = out.with_name(out.stem + suffix)
-        assert generated.read_bytes() == MODULE.with_name(MODULE.stem + suffix).read_bytes()
+        assert generated.read_bytes() == module.with_name(module.stem + suffix).read_bytes()
+
+
+def test_auto_on_this_cpu_picks_the_baseline_measured_faster(monkeypatch, tmp_path):
+    """numpy only for one or two rows of up to 128 columns; torch.topk everywhere else."""
+    from topkbench import dispatch
+
+    monkeypatch.setattr(dispatch, "user_heuristics_dir", lambda: tmp_path)
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    dispatch.reload()
+    cpu = ["numpy", "torch-cpu"]
+    assert dispatch.choose(1, 128, 16, cpu, "cpu-amd-epyc") == "numpy"
+    assert dispatch.choose(2, 128, 64, cpu, "cpu-amd-epyc") == "numpy"
+    for shape in [(1, 256, 64), (4, 128, 16), (8, 2048, 64), (64, 131072, 2048)]:
+        assert dispatch.choose(*shape, cpu, "cpu-amd-epyc") == "torch-cpu"
 
 
 @pytest.mark.slow

@@ -215,6 +215,15 @@ def test_the_shipped_h100_module_stands_in_for_an_h200(monkeypatch):
         assert dispatch.choose(1, 131072, 2048, GPU_IMPLS, "nvidia-h200") == "radix"
 
 
+def test_a_cpu_without_a_module_uses_the_shipped_cpu_fit(monkeypatch):
+    resolution = dispatch.resolve("cpu-some-other-processor")
+    assert resolution.kind == "stand-in" and resolution.path.name == "cpu-amd-epyc.py"
+    assert "topkbench sweep cpu-crossover" in resolution.reason
+    with pytest.warns(RuntimeWarning, match="cpu: AMD EPYC"):
+        assert dispatch.choose(8, 4096, 64, ["numpy", "torch-cpu"], "cpu-some-other-processor") == "torch-cpu"
+    assert dispatch.resolve("cpu-amd-epyc").kind == "own"
+
+
 def test_compute_capability_of_known_names():
     assert infer_compute_capability("NVIDIA H100 80GB HBM3") == "9.0"
     assert infer_compute_capability("NVIDIA H200") == "9.0"

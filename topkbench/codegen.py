@@ -171,7 +171,7 @@ def render_module(result: FitResult, evaluation: Evaluation | None = None) -> st
     points = result.points
     device = prov.device if prov else DeviceRecord("unknown GPU", "unknown")
     lines = [f"# {BANNER}", f'r"""Top-k dispatch thresholds for {_clean(device.name)}: {BANNER}.', ""]
-    lines.append(f"GPU: {_clean(device.describe())} (slug {_clean(device.slug)})")
+    lines.append(f"Device: {_clean(device.describe())} (slug {_clean(device.slug)})")
     lines.append(f"Implementations measured: {', '.join(points.impls)}; it picks among: {', '.join(points.allowed)}")
     if prov:
         lines.append("Source data (file or run folder: run ids):")
