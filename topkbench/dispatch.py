@@ -5,7 +5,7 @@ Where fitted modules are looked for, in order, as ``<device_slug>.py``:
 1. the folder named by ``$TOPKBENCH_HEURISTICS``;
 2. ``~/.config/topkbench/heuristics/`` (where ``topkbench fit-heuristic --install`` copies them);
 3. the modules shipped with topkbench (``topkbench/heuristics/``): an NVIDIA H100 80GB HBM3 and
-   the CPU of the development machine so far.
+   the CPU of the development machine (a 2-core AMD EPYC) so far.
 
 Which module a device uses (:func:`resolve`):
 
@@ -19,8 +19,8 @@ Which module a device uses (:func:`resolve`):
   fit this device;
 - else the default: the hand rule "proposal" (topkbench.rules) when its pick is available;
   otherwise the first available of ``FALLBACK_ORDER`` (torch.topk on CUDA; on CPU torch.topk,
-  measured 1.1-15x faster than numpy.argpartition beyond the shortest rows); otherwise the first
-  available name in sorted order. The default also answers when a module cannot be loaded (a
+  measured 1.3-15x faster than numpy.argpartition except on one or two rows of 128 columns:
+  results/cpu-amd-epyc); otherwise the first available name in sorted order. The default also answers when a module cannot be loaded (a
   warning says why) or picks an implementation that is not available here.
 
 The resolution is made once per process (for each value of ``$TOPKBENCH_HEURISTICS`` and
