@@ -1,4 +1,5 @@
-"""The committed H100 results regenerate the shipped dispatch module, its summaries and the report."""
+"""The committed H100, H200 and CPU results regenerate the shipped dispatch modules, their
+summaries and the report."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ H100 = ROOT / "results" / "nvidia-h100-80gb-hbm3"
 MAIN_RUN = H100 / "dsv32-decode-242e9613-20261125T104124-d049.parquet"
 #: The one shipped copy, with its .fit.md and .fit.json beside it.
 MODULE = ROOT / "topkbench" / "heuristics" / "nvidia-h100-80gb-hbm3.py"
+H200_RUN = ROOT / "results" / "nvidia-h200" / "dsv32-decode-a74542a7-20261128T110547-142a.parquet"
+H200_MODULE = ROOT / "topkbench" / "heuristics" / "nvidia-h200.py"
 CPU_RUNS = ROOT / "results" / "cpu-amd-epyc"
 CPU_MODULE = ROOT / "topkbench" / "heuristics" / "cpu-amd-epyc.py"
 
 
-@pytest.mark.parametrize("data, module", [(MAIN_RUN, MODULE), (CPU_RUNS, CPU_MODULE)], ids=["h100", "cpu"])
+@pytest.mark.parametrize("data, module", [(MAIN_RUN, MODULE), (H200_RUN, H200_MODULE), (CPU_RUNS, CPU_MODULE)],
+                         ids=["h100", "h200", "cpu"])
 def test_module_regenerates_byte_for_byte(tmp_path, capsys, data, module):
     out = tmp_path / module.name
     main(["fit-heuristic", str(data), "--out", str(out)])

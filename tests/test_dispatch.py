@@ -207,12 +207,22 @@ def test_nothing_comparable_means_the_hand_rule(tmp_path, monkeypatch, no_shippe
     assert dispatch.resolve("hopper").kind == "own"
 
 
-def test_the_shipped_h100_module_stands_in_for_an_h200(monkeypatch):
+@pytest.mark.parametrize(("name", "bandwidth", "stand_in"), [
+    ("NVIDIA H800", 3000.0, "nvidia-h100-80gb-hbm3.py"),  # nearest in bandwidth: the H100
+    ("NVIDIA H20", 4000.0, "nvidia-h200.py"),  # nearest in bandwidth: the H200
+])
+def test_the_shipped_module_of_the_nearest_hopper_stands_in(monkeypatch, name, bandwidth, stand_in):
+    slug = name.lower().replace(" ", "-")
+    fake_device(monkeypatch, DeviceRecord(name, slug, "9.0", 132, 50 << 20, bandwidth))
+    resolution = dispatch.resolve(slug)
+    assert resolution.kind == "stand-in" and resolution.path.name == stand_in
+    with pytest.warns(RuntimeWarning, match=name):
+        assert dispatch.choose(1, 131072, 2048, GPU_IMPLS, slug) == "radix"
+
+
+def test_the_h200_uses_its_own_shipped_module(monkeypatch):
     fake_device(monkeypatch, DeviceRecord("NVIDIA H200", "nvidia-h200", "9.0", 132, 60 << 20, 4800.0))
-    resolution = dispatch.resolve("nvidia-h200")
-    assert resolution.kind == "stand-in" and resolution.path.name == "nvidia-h100-80gb-hbm3.py"
-    with pytest.warns(RuntimeWarning, match="NVIDIA H100 80GB HBM3"):
-        assert dispatch.choose(1, 131072, 2048, GPU_IMPLS, "nvidia-h200") == "radix"
+    assert dispatch.resolve("nvidia-h200").kind == "own"
 
 
 def test_a_cpu_without_a_module_uses_the_shipped_cpu_fit(monkeypatch):

@@ -52,9 +52,11 @@ WITHIN = 1.05
 
 
 def usable(frame: pd.DataFrame) -> pd.Series:
-    """The rows that are usable timings: status ok and a finite positive median."""
+    """The rows that are usable timings: status ok, a finite positive median, and not measured on
+    a device that a multi-GPU sweep's calibration flagged as off from its peers (device_flag)."""
     median = pd.to_numeric(frame["median_us"], errors="coerce")
-    return (frame["status"] == Status.OK.value) & np.isfinite(median) & (median > 0)
+    unflagged = frame["device_flag"].fillna("") == "" if "device_flag" in frame else True
+    return (frame["status"] == Status.OK.value) & np.isfinite(median) & (median > 0) & unflagged
 
 
 @dataclass(frozen=True)

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from topkbench import __version__, dispatch
 from topkbench.config import bundled_configs
 from topkbench.impls import registry
+from topkbench.plugins.option import PluginOption, load_cli_plugins
 from topkbench.provenance import device_info, git_state
 from topkbench.terminal import console, simple_table
 
 
-def list_command() -> None:
+def list_command(plugin: PluginOption = None) -> None:
     """Show every implementation (usable here or why not), the device and versions."""
+    load_cli_plugins(plugin)
     rows = []
     cuda_usable = False
     for name in registry.names():
         impl = registry.get(name)
-        reason = impl.unavailable_reason()
+        reason = registry.unavailable_reason(name)  # a plugin's broken check is a reason, not a crash
         cuda_usable |= reason is None and impl.device.value == "cuda"
         limit = "any" if impl.max_k is None else str(impl.max_k)
-        rows.append((name, impl.device.value, "yes" if reason is None else f"no: {reason}", limit, impl.summary))
+        # escape: "pip install 'topkbench[flashinfer]'" is not rich markup
+        rows.append((escape(name), impl.device.value, escape("yes" if reason is None else f"no: {reason}"), limit,
+                     escape(impl.summary)))
     out = console()
     out.print(simple_table(("implementation", "device", "usable here", "max k", "what"), rows))
     device = device_info(cuda_usable)
