@@ -48,6 +48,11 @@ def summary_table(frame: pd.DataFrame, max_lines: int = 30) -> tuple[Table, int]
               .groupby(["rows", "seq_len", "k", "impl"])["log_us"].mean().apply(np.exp)
               .unstack("impl"))
     impls = list(grid.columns)
+    # the measured read floor (GPU points), averaged the same way: the best as "x the read floor"
+    read = ok["read_us"] if "read_us" in ok else pd.Series(np.nan, index=ok.index)
+    read_floor = (ok.assign(log_read=np.log(read.where(read > 0)))
+                    .groupby(["rows", "seq_len", "k"])["log_read"].mean().apply(np.exp))
+    show_read = bool(read_floor.notna().any())
     cells = cell_table(kept, impls)
     best_of = {(r, s, k): impls[int(np.argmin(regret))] for (k, r, s), regret in zip(cells.cells, cells.regret)}
     baseline = next((b for b in BASELINES if b in impls), None)
@@ -58,6 +63,9 @@ def summary_table(frame: pd.DataFrame, max_lines: int = 30) -> tuple[Table, int]
     table.add_column("best", justify="left")
     if baseline is not None and len(impls) > 1:
         table.add_column(f"vs {baseline}", justify="right")
+    if show_read:
+        table.add_column("read us", justify="right")
+        table.add_column("x read", justify="right")
     shown = grid.head(max_lines)
     for (rows, seq_len, k), values in shown.iterrows():
         best = best_of[(rows, seq_len, k)]
@@ -66,6 +74,9 @@ def summary_table(frame: pd.DataFrame, max_lines: int = 30) -> tuple[Table, int]
         cells_text.append(best)
         if baseline is not None and len(impls) > 1:
             cells_text.append(f"{values[baseline] / values[best]:.2f}x" if values[baseline] == values[baseline] else "-")
+        if show_read:
+            floor = read_floor.get((rows, seq_len, k), np.nan)
+            cells_text += [fmt_us(floor), f"{values[best] / floor:.1f}x" if floor == floor else "-"]
         table.add_row(*cells_text)
     return table, len(grid) - len(shown)
 

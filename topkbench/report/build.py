@@ -90,6 +90,11 @@ def _dataset_section(page: Page, ds: D.Dataset, selectors: list[D.Selector], ind
     page.heading("Share of the memory floor", 3, f"{anchor}-floor")
     page.figure(F.floor(ds))
 
+    fig = F.read_floor(ds)
+    if fig is not None:
+        page.heading("Times the read floor", 3, f"{anchor}-read")
+        page.figure(fig)
+
     page.heading("Timing noise", 3, f"{anchor}-noise")
     noise = D.noise_table(ds)
     noisy = noise[noise["noisy"]]

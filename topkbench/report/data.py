@@ -132,6 +132,20 @@ def floor_table(ds: Dataset) -> pd.DataFrame:
     return out
 
 
+def read_floor_table(ds: Dataset) -> pd.DataFrame:
+    """Per point with a measured read floor (GPU runs): the fastest impl as a multiple of one
+    streaming read of the same scores (read_us), and each impl's multiple."""
+    if "read_us" not in ds.ok:
+        return pd.DataFrame()
+    read = ds.ok.groupby(list(POINT_COLUMNS))["read_us"].first().reindex(ds.medians.index)
+    out = ds.points[[*POINT_COLUMNS, "winner", "best_us"]].copy()
+    out["read_us"] = read.to_numpy()
+    out["x_read"] = out["best_us"] / out["read_us"]
+    for impl in ds.impls:
+        out[f"x:{impl}"] = (ds.medians[impl] / read).to_numpy() if impl in ds.medians else np.nan
+    return out.dropna(subset=["x_read"]).reset_index(drop=True)
+
+
 def rule_picks(selector: Selector, grid: Iterable[tuple[int, int, int]]) -> dict[tuple[int, int, int], str]:
     """What ``selector`` picks at every (rows, seq_len, k) of ``grid``."""
     picks = {}

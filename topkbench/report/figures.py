@@ -266,6 +266,31 @@ def floor(ds: D.Dataset) -> Any:
     return fig
 
 
+def read_floor(ds: D.Dataset) -> Any | None:
+    """The fastest impl as a multiple of the measured read floor, per (rows x seq_len), per k."""
+    go, _ = plotly_modules()
+    table = D.read_floor_table(ds)
+    if table.empty:
+        return None
+    fig, nrow, ncol = _heat_subplots(ds, "k = {k}")
+
+    def cell(rows: int, seq: int, k: int, p: pd.Series) -> tuple[float, str, str]:
+        per_impl = "".join(f"<br>{i}: {_exact(p[f'x:{i}'])}x" for i in ds.impls if p[f"x:{i}"] == p[f"x:{i}"])
+        return (p["x_read"], f"{sig(p['x_read'])}x",
+                f"rows {rows}, seq_len {seq}, k {k}<br>one read of the scores {_exact(p['read_us'])} us"
+                f"<br>fastest: {p['winner']} {_exact(p['best_us'])} us{per_impl}")
+
+    for ki, k in enumerate(ds.ks):
+        r, c = _cell(ki, ncol)
+        xs, ys, z, text, hover = _heat_cells(ds, table, k, "", cell)
+        fig.add_trace(_heatmap(go, xs, ys, z, text, hover, textfont=dict(size=10), colorscale="Viridis_r", zmin=1,
+                               showscale=ki == 0, colorbar=dict(title="x read")), row=r, col=c)
+        _index_axes(fig, xs, ys, r, c)
+    _layout(fig, "Fastest implementation as a multiple of the read floor (one streaming read of the same scores, "
+                 "timed in the same run and mode)", _map_height(ds, nrow))
+    return fig
+
+
 def regret(table: D.RuleTable) -> Any | None:
     """Regret of each rule at every cell (worst over length modes and distributions; 1 = the
     fastest everywhere there); unavailable picks are left out of the plot and counted in the table."""
