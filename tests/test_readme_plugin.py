@@ -27,7 +27,7 @@ from topkbench.store import read_results
 from topkbench.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "docs" / "plugins.md"
+SOURCE = ROOT / "README.md"
 CODE_MARKER = "<!-- plugin-example: my_topk.py -->"
 COMMANDS_MARKER = "<!-- plugin-example-commands -->"
 
