@@ -242,53 +242,50 @@ def speedup(ds: D.Dataset) -> Any | None:
     return fig
 
 
-def floor(ds: D.Dataset) -> Any:
-    """% of the memory floor the fastest impl reaches, per (rows x seq_len), one panel per k."""
+def _best_against_floor(ds: D.Dataset, table: pd.DataFrame, *, value: str, prefix: str, unit: str,
+                        floor_label: str, floor_column: str, title: str, **style: Any) -> Any:
+    """One heat map per k of the fastest impl against a floor: ``value`` per point, each impl's
+    ``prefix:<impl>`` in the hover."""
     go, _ = plotly_modules()
-    table = D.floor_table(ds)
     fig, nrow, ncol = _heat_subplots(ds, "k = {k}")
 
     def cell(rows: int, seq: int, k: int, p: pd.Series) -> tuple[float, str, str]:
-        per_impl = "".join(f"<br>{i}: {_exact(p[f'pct:{i}'])}%" for i in ds.impls if p[f"pct:{i}"] == p[f"pct:{i}"])
-        return (p["pct_best"], f"{sig(p['pct_best'])}%",
-                f"rows {rows}, seq_len {seq}, k {k}<br>floor {_exact(p['floor_us'])} us"
+        per_impl = "".join(f"<br>{i}: {_exact(p[f'{prefix}:{i}'])}{unit}" for i in ds.impls
+                           if p[f"{prefix}:{i}"] == p[f"{prefix}:{i}"])
+        return (p[value], f"{sig(p[value])}{unit}",
+                f"rows {rows}, seq_len {seq}, k {k}<br>{floor_label} {_exact(p[floor_column])} us"
                 f"<br>fastest: {p['winner']} {_exact(p['best_us'])} us{per_impl}")
 
     for ki, k in enumerate(ds.ks):
         r, c = _cell(ki, ncol)
         xs, ys, z, text, hover = _heat_cells(ds, table, k, "", cell)
-        fig.add_trace(_heatmap(go, xs, ys, z, text, hover, textfont=dict(size=10), colorscale="Viridis", zmin=0,
-                               zmax=max(100.0, float(np.nanmax(table["pct_best"]))), showscale=ki == 0,
-                               colorbar=dict(title="% of floor")), row=r, col=c)
+        fig.add_trace(_heatmap(go, xs, ys, z, text, hover, textfont=dict(size=10), showscale=ki == 0, **style),
+                      row=r, col=c)
         _index_axes(fig, xs, ys, r, c)
-    _layout(fig, "Fastest implementation's share of the memory floor (100% = bytes moved at the measured copy bandwidth)",
-            _map_height(ds, nrow))
+    _layout(fig, title, _map_height(ds, nrow))
     return fig
+
+
+def floor(ds: D.Dataset) -> Any:
+    """% of the memory floor the fastest impl reaches, per (rows x seq_len), one panel per k."""
+    table = D.floor_table(ds)
+    return _best_against_floor(
+        ds, table, value="pct_best", prefix="pct", unit="%", floor_label="floor", floor_column="floor_us",
+        title="Fastest implementation's share of the memory floor (100% = bytes moved at the measured copy bandwidth)",
+        colorscale="Viridis", zmin=0, zmax=max(100.0, float(np.nanmax(table["pct_best"]))),
+        colorbar=dict(title="% of floor"))
 
 
 def read_floor(ds: D.Dataset) -> Any | None:
     """The fastest impl as a multiple of the measured read floor, per (rows x seq_len), per k."""
-    go, _ = plotly_modules()
     table = D.read_floor_table(ds)
     if table.empty:
         return None
-    fig, nrow, ncol = _heat_subplots(ds, "k = {k}")
-
-    def cell(rows: int, seq: int, k: int, p: pd.Series) -> tuple[float, str, str]:
-        per_impl = "".join(f"<br>{i}: {_exact(p[f'x:{i}'])}x" for i in ds.impls if p[f"x:{i}"] == p[f"x:{i}"])
-        return (p["x_read"], f"{sig(p['x_read'])}x",
-                f"rows {rows}, seq_len {seq}, k {k}<br>one read of the scores {_exact(p['read_us'])} us"
-                f"<br>fastest: {p['winner']} {_exact(p['best_us'])} us{per_impl}")
-
-    for ki, k in enumerate(ds.ks):
-        r, c = _cell(ki, ncol)
-        xs, ys, z, text, hover = _heat_cells(ds, table, k, "", cell)
-        fig.add_trace(_heatmap(go, xs, ys, z, text, hover, textfont=dict(size=10), colorscale="Viridis_r", zmin=1,
-                               showscale=ki == 0, colorbar=dict(title="x read")), row=r, col=c)
-        _index_axes(fig, xs, ys, r, c)
-    _layout(fig, "Fastest implementation as a multiple of the read floor (one streaming read of the same scores, "
-                 "timed in the same run and mode)", _map_height(ds, nrow))
-    return fig
+    return _best_against_floor(
+        ds, table, value="x_read", prefix="x", unit="x", floor_label="one read of the scores",
+        floor_column="read_us", title="Fastest implementation as a multiple of the read floor (one streaming read "
+                                      "of the same scores, timed in the same run and mode)",
+        colorscale="Viridis_r", zmin=1, colorbar=dict(title="x read"))
 
 
 def regret(table: D.RuleTable) -> Any | None:
