@@ -209,3 +209,33 @@ def test_sweep_again_has_nothing_new(tiny_cfg, tmp_path, capsys, monkeypatch):
     assert again.returncode == 0, again.stderr
     assert "nothing new to measure" in again.stderr and "32 already in this run" in again.stderr
     assert len(read_results([out])) == 32
+
+
+def test_sweep_out_on_a_file_is_a_one_line_error(tiny_cfg, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    proc = run_cli("sweep", str(tiny_cfg), "--out", str(blocker), "-q")
+    assert_one_line_error(proc, "cannot write results under", str(blocker))
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_report_stops_on_ctrl_c_and_leaves_no_file(tmp_path):
+    """A report interrupted while it builds: exit 130, one line, and neither the report nor a
+    temporary file left behind."""
+    import signal
+    import time
+
+    pytest.importorskip("plotly")
+    out = tmp_path / "report.html"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "topkbench", "report", str(REPO / "results" / "nvidia-h100-80gb-hbm3"),
+                             "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(3.0)
+    assert proc.poll() is None, "the report finished before the signal"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
