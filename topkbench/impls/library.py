@@ -4,8 +4,10 @@ What is timed is what a user of these libraries would run: torch.topk(sorted=Fal
 rows, preceded by a mask of the entries past each row's length when lengths are given (the
 garbage there must not be selected), and numpy.argpartition likewise. Converting the int64
 indices to int32 and the -1 padding of rows shorter than k happen in ``result()``, untimed; so
-does the rare swap of a masked pick past a row's length for a valid -inf score (the -inf mask ties
-with valid -inf scores when the k-th largest valid value is -inf).
+does settling the picks of -inf scores (the -inf mask ties with valid -inf scores when the k-th
+largest valid value is -inf). ``run()`` writes into buffers fixed at prepare (``Runner.output``,
+which the harness poisons), and ``result()`` has no host sync, so ``topk(impl="torch")`` can be
+captured in a CUDA graph.
 """
 
 from __future__ import annotations
