@@ -61,7 +61,8 @@ def test_other_bad_arguments(kwargs, message):
 def test_deterministic_auto_never_runs_a_nondet_build(monkeypatch):
     from topkbench import api, dispatch
 
-    monkeypatch.setattr(api.registry, "available", lambda: ["torch-cpu", "numpy", "fake", "fake-nondet"])
+    monkeypatch.setattr(api.registry, "names", lambda: ["torch-cpu", "numpy", "fake", "fake-nondet"])
+    monkeypatch.setattr(api.registry, "unavailable_reason", lambda name: None)
     monkeypatch.setattr(api.registry, "is_builtin", lambda name: True)
 
     class _Impl:

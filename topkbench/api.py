@@ -8,6 +8,7 @@ input's library on the input's device. CuPy inputs run on CuPy's current stream.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 from typing import Any
 
@@ -97,13 +98,21 @@ def _stream_for(library: str) -> contextlib.AbstractContextManager:
 NONDET_SUFFIX = "-nondet"
 
 
+@functools.lru_cache(maxsize=16)
+def _auto_candidates(kind: Device, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The built-ins usable here on ``kind``: auto picks among these only (a plugin is chosen by
+    name, or by a module fitted to allow it). Probing availability imports CuPy, so it is done once
+    per set of registered names, not on every decode step."""
+    return tuple(n for n in names if registry.is_builtin(n) and registry.get(n).device is kind
+                 and registry.unavailable_reason(n) is None)
+
+
 def resolve_auto(rows: int, width: int, k: int, device: torch.device, deterministic: bool = True) -> str:
     """The implementation ``impl="auto"`` picks: the fitted module for this GPU when installed,
     else the documented default (see topkbench.dispatch). With ``deterministic`` a pick of a
     kernel's ``-nondet`` build becomes the kernel itself."""
     kind = Device.CUDA if device.type == "cuda" else Device.CPU
-    # auto picks among the built-ins only: a plugin is chosen by name, or by a module fitted to allow it
-    candidates = [n for n in registry.available() if registry.is_builtin(n) and registry.get(n).device is kind]
+    candidates = list(_auto_candidates(kind, tuple(registry.names())))
     if not candidates:
         raise UsageError(f"no implementation usable here runs on {kind.value}")
     index = (device.index if device.index is not None else torch.cuda.current_device()) if kind is Device.CUDA else None
