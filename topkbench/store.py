@@ -27,6 +27,7 @@ import fcntl
 import os
 import secrets
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -255,7 +256,9 @@ class _VanishedPart(Exception):
     file by then): list again."""
 
 
-def read_file(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pa.Table:
+    """One result file as an Arrow table of exactly the schema's columns (older schema versions
+    get their added columns' defaults) plus ``source_file``; StoreError when it is not one."""
     try:
         table = pq.read_table(path)
     except FileNotFoundError:
@@ -265,31 +268,41 @@ def read_file(path: Path) -> pd.DataFrame:
     except (pa.ArrowException, OSError) as exc:
         raise StoreError(f"{path}: not a readable Parquet file ({(str(exc).splitlines() or [''])[0]})",
                          hint="the file may be truncated or not a topkbench result; move it aside and re-run") from None
-    if "schema_version" not in table.column_names:
+    present = set(table.column_names)
+    if "schema_version" not in present:
         raise StoreError(f"{path}: not a topkbench result file (no schema_version column)")
-    versions = set(table.column("schema_version").to_pylist())
+    versions = set(table.column("schema_version").unique().to_pylist())
     if len(versions) > 1 or not versions <= set(range(1, SCHEMA_VERSION + 1)):
         raise StoreError(f"{path}: schema version {sorted(versions)} is not supported (this topkbench reads "
                          f"1 to {SCHEMA_VERSION})", hint="read it with the topkbench version that wrote it")
     version = versions.pop() if versions else SCHEMA_VERSION
     # columns added after the file's version are read with their documented defaults
     defaults = {c: v for since, added in ADDED_SINCE.items() if since > version for c, v in added.items()}
-    missing = [c for c in COLUMNS if c not in table.column_names and c not in defaults]
+    missing = [c for c in COLUMNS if c not in present and c not in defaults]
     if missing:
         raise StoreError(f"{path}: not a topkbench result file (missing columns: {', '.join(missing[:5])})")
-    frame = table.select([c for c in COLUMNS if c in table.column_names]).to_pandas()
-    for column, value in defaults.items():
-        if column not in frame:
-            frame[column] = value
-    frame = frame[list(COLUMNS)]
-    frame["source_file"] = str(path)
-    return frame
+    columns = []
+    for field in SCHEMA:
+        if field.name in present:
+            column = table.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            columns.append(pa.array([defaults[field.name]] * table.num_rows, type=field.type))
+    columns.append(pa.array([str(path)] * table.num_rows, type=pa.string()))
+    return pa.Table.from_arrays(columns, names=[*COLUMNS, "source_file"])
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """One result file as a frame of the schema's columns plus ``source_file``."""
+    return read_table(path).to_pandas()
 
 
 def read_results(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Every result row under ``paths`` (files or folders, several GPUs and runs) as one frame.
 
-    A row measured twice in one run (a crash between compaction and clean-up) is kept once.
+    A row measured twice in one run (a crash between compaction and clean-up) is kept once. Files
+    are read in parallel and joined as Arrow tables, converted to pandas once: a run of a thousand
+    part files (a sweep in progress, a resume) reads in a fraction of the time file by file takes.
     """
     paths = list(paths)
     for attempt in range(5):
@@ -297,11 +310,12 @@ def read_results(paths: Iterable[str | Path]) -> pd.DataFrame:
         if not files:
             raise StoreError("no result files found", hint="give Parquet files or folders written by 'topkbench sweep'")
         try:
-            frames = [read_file(p) for p in files]
+            with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+                tables = list(pool.map(read_table, files))
             break
         except _VanishedPart:
             if attempt == 4:
                 raise StoreError("the results changed under every read (a sweep is compacting them)",
                                  hint="read again once the sweep has finished") from None
-    frame = pd.concat(frames, ignore_index=True)
+    frame = pa.concat_tables(tables).to_pandas()
     return frame.drop_duplicates(subset=["run_id", *KEY_COLUMNS], keep="first").reset_index(drop=True)
