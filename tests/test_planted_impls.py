@@ -81,3 +81,10 @@ def test_a_false_determinism_claim_is_wrong_and_a_true_one_ok(tmp_path):
     assert set(claims["status"]) == {"wrong"} and claims["reason"].str.contains("lowest indices").all()
     honest = frame[frame["impl"] == "correct-deterministic"]
     assert set(honest["status"]) == {"ok"} and honest["deterministic"].all()
+
+
+@pytest.mark.parametrize("order", [("torch-cpu", "stale-indices"), ("stale-indices", "torch-cpu")])
+def test_stale_indices_are_wrong_in_verify_whatever_runs_before_them(order):
+    outcome = verify(config(order, distributions=("normal",)))
+    assert {r.status for r in outcome.results if r.impl == "stale-indices"} == {Status.WRONG}
+    assert {r.status for r in outcome.results if r.impl == "torch-cpu"} == {Status.OK}

@@ -52,9 +52,19 @@ def verify(config: SweepConfig, requested: list[str] | None = None,
             spec = WorkloadSpec(point.rows, point.seq_len, point.k, point.distribution, point.length_mode, config.seed)
             trial = Trial(spec, cuda)
             head = (point.rows, point.seq_len, point.k, point.length_mode.value, point.distribution.value)
+            # all implementations are checked on the point's inputs first, then all again on the new
+            # scores the trial writes in place once per point: checking and rechecking each in turn
+            # would check the later ones on the new scores only, never across the change
+            outcomes = []
             for impl in impls:
                 reason = impl.unsupported_reason(point.rows, point.seq_len, point.k)
-                outcome = unsupported(impl, reason) if reason is not None else trial.recheck(trial.check(impl))
+                outcome = unsupported(impl, reason) if reason is not None else trial.check(impl)
+                outcomes.append(outcome)
+                if outcome.sticky:
+                    break
+            for outcome in outcomes:
+                outcome = trial.recheck(outcome) if not outcome.sticky else outcome
+                impl = outcome.impl
                 result = CaseResult(impl.name, *head, outcome.status, outcome.reason)
                 results.append(result)
                 if outcome.sticky:
