@@ -22,7 +22,8 @@ from topkbench import calibration, multi_device
 from topkbench.calibration import Deviation, calibration_points, verdict, worker_hook
 from topkbench.config import load_config, parse_config
 from topkbench.errors import SignalInterrupt, UsageError
-from topkbench.multi_device import PoolCallbacks, PoolDevice, PoolEta, pool_devices, run_pool
+from topkbench.multi_device import PoolCallbacks, PoolEta, run_pool
+from topkbench.pool_devices import PoolDevice, pool_devices
 from topkbench.progress import task_features
 from topkbench.schema import KEY_COLUMNS
 from topkbench.store import PARTS_SUFFIX, read_results

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,66 +40,20 @@ import pandas as pd
 
 from topkbench.calibration import calibration_points, flag_text, verdict, write_record
 from topkbench.config import Point, SweepConfig
-from topkbench.errors import INTERRUPTS, Interrupted, SignalInterrupt, TopkbenchError, UsageError, interrupt_exit_code
+from topkbench.errors import INTERRUPTS, Interrupted, SignalInterrupt, TopkbenchError, interrupt_exit_code
+from topkbench.pool_devices import PoolDevice, child_env
 from topkbench.progress import CostModel, task_features
 from topkbench.schema import KEY_COLUMNS
 from topkbench.shard import lpt_partition
 from topkbench.store import RunStore, new_run_id, read_results
 from topkbench.sweep import PointTasks, plan_sweep, resolve_implementations
 
-#: Test and demo facility: N stand-in devices 0..N-1 that run the CPU implementations (a CPU-only
-#: config), so that the pool can be exercised on a machine without GPUs.
-FAKE_DEVICES_ENV = "TOPKBENCH_FAKE_DEVICES"
 #: How long stopped workers get to store their point and exit before they are killed.
 STOP_GRACE_S = 60.0
 
 
 class WorkerDied(TopkbenchError):
     """A worker of a --devices sweep ended without finishing its share."""
-
-
-@dataclass(frozen=True)
-class PoolDevice:
-    index: int  # the physical index: the worker's TOPKBENCH_PHYSICAL_DEVICE, its rows' device_index
-    visible: str  # the worker's CUDA_VISIBLE_DEVICES ("" for a stand-in: it must not touch a GPU)
-    fake: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"stand-in device {self.index}" if self.fake else f"GPU {self.index}"
-
-
-def pool_devices(spec: str, environ: Mapping[str, str] | None = None) -> list[PoolDevice]:
-    """The devices ``--devices all|0,1,3`` names. Indices count the GPUs this process sees, as
-    CUDA does: with CUDA_VISIBLE_DEVICES=2,3 set, ``0`` is physical GPU 2."""
-    env = os.environ if environ is None else environ
-    fake = env.get(FAKE_DEVICES_ENV, "").strip()
-    if fake:
-        if not fake.isdigit():
-            raise UsageError(f"{FAKE_DEVICES_ENV}={fake!r}: expected a number of stand-in devices")
-        visible = [str(i) for i in range(int(fake))]
-    else:
-        import torch
-
-        count = torch.cuda.device_count()
-        listed = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-        visible = listed[:count] if "CUDA_VISIBLE_DEVICES" in env else [str(i) for i in range(count)]
-    if not visible:
-        raise UsageError("--devices: no CUDA device is visible",
-                         hint=f"run on a GPU machine ({FAKE_DEVICES_ENV}=N gives CPU stand-ins for tests)")
-    if spec.strip() == "all":
-        chosen = list(range(len(visible)))
-    else:
-        try:
-            chosen = [int(v) for v in spec.split(",")]
-        except ValueError:
-            raise UsageError(f"--devices {spec!r}: expected 'all' or indices such as 0,1,3") from None
-        bad = [i for i in chosen if not 0 <= i < len(visible)]
-        if bad or len(set(chosen)) != len(chosen):
-            raise UsageError(f"--devices {spec!r}: {len(visible)} devices are visible (0..{len(visible) - 1}), "
-                             "each may be named once")
-    return [PoolDevice(int(visible[i]) if visible[i].isdigit() else i, "" if fake else visible[i], bool(fake))
-            for i in chosen]
 
 
 @dataclass
@@ -167,21 +121,12 @@ def _features(task: PointTasks) -> Any:
     return task_features(len(task.measure), task.point.rows * task.point.seq_len * 4)
 
 
-def _child_env(device: PoolDevice) -> dict[str, str]:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": device.visible, "TOPKBENCH_PHYSICAL_DEVICE": str(device.index)}
-    # a checkout run without installing: the worker must import this same topkbench
-    root = Path(__file__).resolve().parents[1]
-    if (root / "pyproject.toml").exists():
-        env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
-    return env
-
-
 class _Worker:
     def __init__(self, number: int, device: PoolDevice, argv: Sequence[str], events: queue.Queue) -> None:
         self.number, self.device = number, device
         self.proc = subprocess.Popen([sys.executable, "-m", "topkbench", *argv, "--pool-worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, bufsize=1, env=_child_env(device), start_new_session=True)
+                                     text=True, bufsize=1, env=child_env(device), start_new_session=True)
         self.hello: dict | None = None
         self.tasks: list[PointTasks] = []
         self.reported = 0

@@ -133,7 +133,8 @@ def _print_summary(term, measured: pd.DataFrame, already_done: int, where: str) 
 
 def _sweep_devices(cfg, out, devices, worker_argv, impl, resume, restriction, share, run_id, quiet, term) -> None:
     """The --devices path: one worker per GPU, one bar and one summary here."""
-    from topkbench.multi_device import PoolCallbacks, WorkerDied, pool_devices, run_pool
+    from topkbench.multi_device import PoolCallbacks, WorkerDied, run_pool
+    from topkbench.pool_devices import pool_devices
 
     pool = pool_devices(devices)
     bar = term.is_terminal and not quiet
