@@ -7,7 +7,8 @@
    implementation also the lowest-index tie rule) and return a typed :class:`Outcome`. A fresh
    buffer from the allocator can still hold another implementation's correct answer, so an
    implementation that skips writing part of its output would otherwise pass.
-2. ``time(outcomes, ...)``: only ``ok`` outcomes get a clock; samples are interleaved.
+2. ``time(outcomes, ...)``: only ``ok`` outcomes get a clock; samples are interleaved, with one
+   streaming read of the same scores among them at GPU points (the read floor, ``read_us``).
 3. ``recheck(outcome)``: after timing, new scores and lengths are written in place into the same
    input buffers (as a CUDA-graph replay sees them), the output is poisoned again, and the runner
    must be exact on the new inputs too; a deterministic implementation must also return the same
@@ -30,8 +31,8 @@ from topkbench import __version__
 from topkbench.errors import StickyCudaError, UnsupportedError, one_line
 from topkbench.exactness import TopkChecker
 from topkbench.impls import Implementation
-from topkbench.schema import Status, build_row
 from topkbench.read_floor import read_floor_runner
+from topkbench.schema import Status, build_row
 from topkbench.timing import (Clock, CudaClock, L2Mode, Stats, TimingSettings, make_clock, measure_interleaved,
                               timing_mode_of)
 from topkbench.workload import PointInputs, Workload, WorkloadSpec, bytes_moved, make_workload
