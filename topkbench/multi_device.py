@@ -42,7 +42,7 @@ from topkbench.calibration import calibration_points, flag_text, verdict, write_
 from topkbench.config import Point, SweepConfig
 from topkbench.errors import INTERRUPTS, Interrupted, SignalInterrupt, TopkbenchError, interrupt_exit_code
 from topkbench.pool_devices import PoolDevice, child_env
-from topkbench.progress import CostModel, task_features
+from topkbench.progress import CostModel
 from topkbench.schema import KEY_COLUMNS
 from topkbench.shard import lpt_partition
 from topkbench.store import RunStore, new_run_id, read_results
@@ -115,10 +115,6 @@ class PoolEta:
     @property
     def remaining_s(self) -> float:
         return max((sum(self.model.expected(f) for f in left.values()) for left in self._left.values()), default=0.0)
-
-
-def _features(task: PointTasks) -> Any:
-    return task_features(len(task.measure), task.point.rows * task.point.seq_len * 4)
 
 
 class _Worker:
@@ -247,13 +243,13 @@ class _Pool:
         for task in plan_tasks:
             by_point.setdefault(task.point, []).append(task)
         order = list(by_point)
-        costs = [sum(self.eta.model.expected(_features(t)) for t in by_point[p]) for p in order]
+        costs = [sum(self.eta.model.expected(t.cost_features) for t in by_point[p]) for p in order]
         index_of = {p: i for i, p in enumerate(points)}
         shares = lpt_partition(costs, len(ready))
         for worker, members in zip(ready, shares):
             worker.tasks = [t for i in members for t in by_point[order[i]]]
             for task in worker.tasks:
-                self.eta.add(worker.number, (index_of[task.point], task.l2.value), _features(task))
+                self.eta.add(worker.number, (index_of[task.point], task.l2.value), task.cost_features)
         self.points, self.calibration = points, calibration_points(points)
         for slug in dict.fromkeys(w.slug for w in ready):
             members = [w for w in ready if w.slug == slug and w.tasks]
@@ -350,7 +346,7 @@ def run_pool(config: SweepConfig, out: Path, devices: Sequence[PoolDevice], work
         plan = PoolPlan(run_id, pool.stores, len(sweep_plan.tasks), sweep_plan.to_measure, sweep_plan.unsupported,
                         sweep_plan.already_done,
                         [(w.device.label, w.gpu_name, len({t.point for t in w.tasks}),
-                          sum(pool.eta.model.expected(_features(t)) for t in w.tasks)) for w in ready],
+                          sum(pool.eta.model.expected(t.cost_features) for t in w.tasks)) for w in ready],
                         [w.device.label for group in pool.groups for w in group])
         callbacks.on_plan(plan)
         pool.wait(lambda: all(w.exited for w in pool.workers))

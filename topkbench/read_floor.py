@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from topkbench.cuda import loader
@@ -33,8 +34,6 @@ def chunk_elements(rows: int, width: int, sm_count: int) -> int:
 
 def read_floor_runner(logits: torch.Tensor, lengths: torch.Tensor | None) -> loader.KernelRunner:
     """A runner that reads every valid score once (graph capturable, like the top-k kernels)."""
-    import numpy as np
-
     rows, width = logits.shape
     index = logits.device.index if logits.device.index is not None else torch.cuda.current_device()
     sm_count = int(loader.device_properties(index)["multiProcessorCount"])

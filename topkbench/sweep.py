@@ -24,6 +24,7 @@ from topkbench.device_lock import hold_device
 from topkbench.errors import INTERRUPTS, Interrupted, UsageError, interrupt_exit_code
 from topkbench.footprint import check_fits
 from topkbench.impls import Device, Implementation, registry
+from topkbench.progress import task_features
 from topkbench.provenance import DeviceInfo, device_info, measure_copy_bandwidth_gbs, run_provenance, utc_now
 from topkbench.schema import SCHEMA_VERSION
 from topkbench.store import RunStore
@@ -50,9 +51,8 @@ def resolve_implementations(config: SweepConfig, requested: list[str] | None = N
 def unsupported_reason(impl: Implementation, point: Point, l2: L2Mode) -> str | None:
     if point.k >= point.seq_len:
         return f"k={point.k} >= seq_len={point.seq_len}: every index is selected, nothing to time"
-    if l2 is L2Mode.COLD and cold_l2_unsupported_reason(impl):
-        return cold_l2_unsupported_reason(impl)
-    return impl.unsupported_reason(point.rows, point.seq_len, point.k)
+    cold_reason = cold_l2_unsupported_reason(impl) if l2 is L2Mode.COLD else None
+    return cold_reason or impl.unsupported_reason(point.rows, point.seq_len, point.k)
 
 
 @dataclass
@@ -61,6 +61,11 @@ class PointTasks:
     l2: L2Mode
     measure: list[Implementation] = field(default_factory=list)
     unsupported: list[tuple[Implementation, str]] = field(default_factory=list)
+
+    @property
+    def cost_features(self) -> Any:
+        """The inputs of the cost model behind the ETA and the split over GPUs (progress.py)."""
+        return task_features(len(self.measure), self.point.rows * self.point.seq_len * 4)
 
     @property
     def label(self) -> str:
@@ -119,11 +124,13 @@ def measure_point(task: PointTasks, config: SweepConfig, ctx: RowContext, cuda: 
     the CUDA context if one did (None otherwise)."""
     p = task.point
     spec = WorkloadSpec(p.rows, p.seq_len, p.k, p.distribution, p.length_mode, config.seed)
-    mean_length = float(p.seq_len)
-    rows = [result_row(ctx, spec, task.l2, unsupported(impl, reason), mean_length, timestamp=utc_now())
-            for impl, reason in task.unsupported]
+
+    def unsupported_rows(read_us: float = math.nan) -> list[dict[str, Any]]:
+        return [result_row(ctx, spec, task.l2, unsupported(impl, reason), float(p.seq_len), timestamp=utc_now(),
+                           read_us=read_us) for impl, reason in task.unsupported]
+
     if not task.measure:
-        return rows, None
+        return unsupported_rows(), None
     trial = Trial(spec, cuda)
     mean_length = trial.workload.mean_length
     outcomes = []
@@ -131,23 +138,20 @@ def measure_point(task: PointTasks, config: SweepConfig, ctx: RowContext, cuda: 
         outcome = trial.check(impl)
         outcomes.append(outcome)
         if outcome.sticky:
-            rows += [result_row(ctx, spec, task.l2, o, mean_length, timestamp=utc_now()) for o in outcomes]
-            return rows, outcome
+            return unsupported_rows() + [result_row(ctx, spec, task.l2, o, mean_length, timestamp=utc_now())
+                                         for o in outcomes], outcome
     timed = trial.time(outcomes, config.timing, task.l2, flush, read_floor=cuda)
     read_us = trial.read_stats.median if trial.read_stats is not None else math.nan
-    rows = [{**row, "read_us": read_us} for row in rows]
+    rows = unsupported_rows(read_us)
     sticky = None
     for outcome, timing in zip(outcomes, timed):
+        outcome = trial.recheck(outcome)  # a failed outcome comes back as it was
         if outcome.ok:
-            outcome_after = trial.recheck(outcome)
             stats, clock = timing
-            if outcome_after.ok:
-                rows.append(result_row(ctx, spec, task.l2, outcome_after, mean_length, stats, clock, utc_now(),
-                                       read_us))
-                continue
-            outcome = outcome_after
+            rows.append(result_row(ctx, spec, task.l2, outcome, mean_length, stats, clock, utc_now(), read_us))
+        else:
             sticky = sticky or (outcome if outcome.sticky else None)
-        rows.append(result_row(ctx, spec, task.l2, outcome, mean_length, timestamp=utc_now(), read_us=read_us))
+            rows.append(result_row(ctx, spec, task.l2, outcome, mean_length, timestamp=utc_now(), read_us=read_us))
     trial.release()
     return rows, sticky
 

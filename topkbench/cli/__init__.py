@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Annotated, Iterator
 
+import torch
 import typer
 
 from topkbench import __version__
@@ -90,9 +91,8 @@ def _environment_error(exc: BaseException) -> TopkbenchError:
                           hint="reduce the config's rows or seq_len, or free memory on the device")
 
 
-def _out_of_memory_types() -> tuple[type[BaseException], ...]:
-    oom = getattr(__import__("torch"), "OutOfMemoryError", None) if "torch" in sys.modules else None
-    return (MemoryError,) + ((oom,) if oom is not None else ())
+#: Running out of host or device memory is the machine's limit, not a topkbench bug.
+OUT_OF_MEMORY = (MemoryError, torch.cuda.OutOfMemoryError)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         if debug_enabled():
             raise
-        if isinstance(exc, (OSError, *_out_of_memory_types())):
+        if isinstance(exc, (OSError, *OUT_OF_MEMORY)):
             error = _environment_error(exc)
             report_error(error)
             sys.exit(error.exit_code)

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from topkbench.config import SweepConfig, load_config
 from topkbench.plugins.option import PluginOption, load_cli_plugins
-from topkbench.progress import PlainProgress, SweepEta, format_duration, task_features
+from topkbench.progress import PlainProgress, SweepEta, format_duration
 from topkbench.shard import agreed_run_id, parse_shard, shard_points
 from topkbench.store import RunStore
 from topkbench.sweep import Plan, PointTasks, run_sweep
@@ -78,8 +78,7 @@ def sweep(
     def on_plan(plan: Plan, store: RunStore) -> None:
         _print_scope(term, cfg, restriction, share, store.run_id, str(store.directory), plan.to_measure, plan.unsupported,
                      plan.already_done)
-        state["eta"] = eta = SweepEta([task_features(len(t.measure), t.point.rows * t.point.seq_len * 4)
-                                       for t in plan.tasks])
+        state["eta"] = eta = SweepEta([t.cost_features for t in plan.tasks])
         state["plain"] = PlainProgress(plan.to_measure, term.print) if not bar and not quiet else None
         state["task"] = progress.add_task("sweep", total=plan.to_measure, eta=format_duration(eta.remaining_s))
         progress.start()
