@@ -162,13 +162,8 @@ class SmallK(_Fake):
 
 
 def _one_wrong_free(logits, lengths, k):
-    rows, width = logits.shape
-    if lengths is None:
-        x = logits
-    else:
-        cols = torch.arange(width).unsqueeze(0)
-        x = torch.where(cols < lengths.to(torch.int64).unsqueeze(1), logits, torch.full_like(logits, float("-inf")))
-    return finish_indices(torch.topk(x, min(k, width), dim=1).indices, lengths, width, k)
+    width = logits.shape[1]
+    return finish_indices(torch.topk(_masked(logits, lengths), min(k, width), dim=1).indices, lengths, width, k)
 
 
 def _masked(logits, lengths):

@@ -24,13 +24,8 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 REPO = PLUGINS.parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    """Every test starts like a new process: no plugin loaded, no $TOPKBENCH_PLUGINS."""
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    registry._reset_plugins()
-    yield
-    registry._reset_plugins()
+#: Every test starts like a new process: no plugin loaded, no $TOPKBENCH_PLUGINS.
+pytestmark = pytest.mark.usefixtures("fresh_plugin_registry")
 
 
 @pytest.fixture

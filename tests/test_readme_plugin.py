@@ -46,12 +46,7 @@ def example() -> tuple[str, list[str]]:
     return code, commands
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    registry._reset_plugins()
-    yield
-    registry._reset_plugins()
+pytestmark = pytest.mark.usefixtures("fresh_plugin_registry")
 
 
 @pytest.fixture
