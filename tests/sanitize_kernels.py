@@ -30,6 +30,7 @@ SHAPES = [  # rows, width, k, distribution, length mode, row stride
     (200, 700, 16, D.SPECIALS, M.RAGGED, None),
     (5, 1000, 2048, D.TIE_HEAVY, M.RAGGED, None),
     (3, 30001, 1000, D.SUBNORMAL_ZEROS, M.RAGGED, 30003),
+    (3, 40963, 2048, D.NORMAL, M.RAGGED, 40966),  # filtered's sampled path: the buffer holds the k-th
 ]
 #: radix with a small shared-memory key budget, so that most keys stream from global memory, and
 #: with many CTAs per row (the deterministic exchange between them).

@@ -99,6 +99,14 @@ def _compile(pair, tmp_path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
+#: Spill bytes (stores and loads each, per thread, as ptxas counts them) a source may have, and why.
+#: filtered.cu runs at 64 registers so that two 512-thread CTAs share an SM (one streams while the
+#: other selects); ptxas then keeps a few words in local memory: one stored at the start of the
+#: launch and reloaded once per row and per refinement pass, and some in the rescanning fallback.
+#: The streaming loop has none (read from the SASS with nvdisasm when the kernel was tuned).
+SPILL_BUDGET_BYTES = {"filtered.cu": 64}
+
+
 @needs_nvcc
 @pytest.mark.parametrize("pair", compile_variants(), ids=_variant_id)
 def test_kernel_compiles_without_spills(pair, tmp_path):
@@ -107,8 +115,11 @@ def test_kernel_compiles_without_spills(pair, tmp_path):
     assert proc.returncode == 0, f"nvcc failed for {_variant_id(pair)}:\n{output}"
     report = parse_ptxas_report(output)
     assert report, f"no entry function in the ptxas report:\n{output}"
-    spilling = {name: r for name, r in report.items() if r.get("spill_stores", 0) or r.get("spill_loads", 0)}
-    assert not spilling, f"{_variant_id(pair)} spills registers (stack frame, stores, loads): {spilling}"
+    budget = SPILL_BUDGET_BYTES.get(pair[0], 0)
+    spilling = {name: r for name, r in report.items()
+                if r.get("spill_stores", 0) > budget or r.get("spill_loads", 0) > budget}
+    assert not spilling, (f"{_variant_id(pair)} spills registers past {budget} bytes "
+                          f"(stack frame, stores, loads): {spilling}")
 
 
 @needs_nvcc

@@ -44,11 +44,12 @@ KERNELS = cuda_kernels()
 
 def _deterministic_builds() -> dict[str, Implementation]:
     """The deterministic kernels, plus the one-CTA ones built without the plateau early stop."""
-    from topkbench.cuda.one_cta import LargeContext, PerRow
+    from topkbench.cuda.one_cta import Filtered, LargeContext, PerRow
 
     builds = {name: registry.get(name) for name in KERNELS if registry.get(name).deterministic}
     builds["per_row[EARLY_TIES=0]"] = PerRow(defines={"PER_ROW_EARLY_TIES": 0})
     builds["large_context[EARLY_TIES=0]"] = LargeContext(defines={"LC_EARLY_TIES": 0})
+    builds["filtered[EARLY_TIES=0]"] = Filtered(defines={"FILTERED_EARLY_TIES": 0})
     return builds
 
 

@@ -122,6 +122,15 @@ def get_kernel(name: str, function: str, defines: Mapping[str, Any] | None = Non
     return _module(name, define_options(defines or {}), index).get_function(function)
 
 
+def allow_dynamic_shared(kernel: Any, nbytes: int) -> None:
+    """Let ``kernel`` launch with ``nbytes`` of dynamic shared memory: past 48 KB a kernel must opt
+    in (cudaFuncSetAttribute). CuPy 14 deprecates the attribute on the kernel object but still
+    sets it, so the warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        kernel.max_dynamic_shared_size_bytes = int(nbytes)
+
+
 def pointer(tensor: torch.Tensor | None) -> np.uint64:
     """A kernel pointer argument for a torch tensor (null for None, e.g. 'no lengths')."""
     return np.uint64(0 if tensor is None else tensor.data_ptr())

@@ -1,5 +1,6 @@
-"""The one-CTA-per-row kernels: ``per_row`` (kernels/per_row.cu) and ``large_context``
-(kernels/large_context.cu). docs/design.md section 4 describes both families.
+"""The one-CTA-per-row kernels: ``per_row`` (kernels/per_row.cu), ``large_context``
+(kernels/large_context.cu) and ``filtered`` (kernels/filtered.cu, one read of each score on a
+persistent grid). docs/design.md section 4 describes the families.
 
 Both are deterministic by default (``deterministic = True``): among the entries equal to the k-th
 largest value the lowest indices win, and the output is the selected set in ascending index
@@ -48,7 +49,7 @@ class _OneCtaKernel(Implementation):
     #: The defines that set the block size, select the deterministic build (1) or the
     #: atomic-counter one (0), and switch the plateau early stop of the deterministic final pass.
     block_define: ClassVar[str]
-    deterministic_define: ClassVar[str]
+    deterministic_define: ClassVar[str | None]
     early_ties_define: ClassVar[str]
 
     def __init__(self, *, defines: Mapping[str, int] | None = None) -> None:
@@ -59,7 +60,8 @@ class _OneCtaKernel(Implementation):
                 raise ValueError(f"{self.name}: unknown defines {unknown}; known: {sorted(type(self).defines)}")
             self.defines = {**type(self).defines, **defines}
             self.block = int(self.defines[self.block_define])
-            self.deterministic = bool(self.defines[self.deterministic_define])
+            if self.deterministic_define is not None:
+                self.deterministic = bool(self.defines[self.deterministic_define])
 
     def unavailable_reason(self) -> str | None:
         return loader.cupy_unavailable_reason()
@@ -127,6 +129,38 @@ class LargeContext(_OneCtaKernel):
         args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths),
                 np.int32(width), np.int32(k), loader.pointer(out), loader.pointer(work), np.int64(work_stride))
         return loader.KernelRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths, work))
+
+
+class Filtered(_OneCtaKernel):
+    name = "filtered"
+    summary = ("one read of each score: a sampled threshold, one streaming pass into a shared-memory "
+               "buffer, exact selection there (rescanning fallback); persistent grid; lowest-index ties, "
+               "output in index order")
+    deterministic = True
+    source = "filtered.cu"
+    function = "filtered_topk"
+    block = 512
+    block_define = "FILTERED_BLOCK"
+    deterministic_define = None  # deterministic only: no build with atomic-counter slots
+    early_ties_define = "FILTERED_EARLY_TIES"
+    defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 4,
+               "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128, "FILTERED_MIN_SAMPLE": 1024,
+               "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_FINAL_UNROLL": 2,
+               "FILTERED_EARLY_TIES": 1, "FILTERED_TRACE": 0}
+
+    def _prepare(self, logits, lengths, k):
+        rows, width = logits.shape
+        out = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
+        # Persistent: as many CTAs as fit at once (launch bounds), each looping over rows.
+        device_index = logits.device.index if logits.device.index is not None else torch.cuda.current_device()
+        sms = int(loader.device_properties(device_index)["multiProcessorCount"])
+        grid = max(1, min(rows, sms * int(self.defines["FILTERED_MIN_BLOCKS"])))
+        args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths), np.int32(rows),
+                np.int32(width), np.int32(k), loader.pointer(out))
+        kernel = self._kernel(logits)
+        buffer_bytes = 8 * int(self.defines["FILTERED_CAPACITY"])  # the candidate buffer: a key and an index a slot
+        loader.allow_dynamic_shared(kernel, buffer_bytes)
+        return loader.KernelRunner(kernel, (grid,), (self.block,), args, out, (logits, lengths), shared_mem=buffer_bytes)
 
 
 class PerRowNondet(PerRow):

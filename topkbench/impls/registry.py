@@ -25,6 +25,7 @@ _ENTRIES: dict[str, str] = {
     "per_row": "topkbench.cuda.one_cta:PerRow",
     "large_context": "topkbench.cuda.one_cta:LargeContext",
     "radix": "topkbench.cuda.radix:RadixTopk",
+    "filtered": "topkbench.cuda.one_cta:Filtered",
     "per_row-nondet": "topkbench.cuda.one_cta:PerRowNondet",
     "large_context-nondet": "topkbench.cuda.one_cta:LargeContextNondet",
     "radix-nondet": "topkbench.cuda.radix:RadixTopkNondet",
