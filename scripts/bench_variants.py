@@ -13,8 +13,9 @@ place, the lowest-index tie rule for deterministic kernels. Every variant first 
 shapes of every adversarial distribution (k 7, 2048 and past the length; fixed and ragged lengths;
 misaligned rows), one PASS/FAIL line each; a failing variant is not timed. Then, per (shape,
 distribution), each variant is checked at that shape (WRONG: not timed) and the rest are timed
-under CUDA-graph replay with hot L2, samples interleaved across the variants. Prints the median us per variant and its ratio to torch (and to
-the first variant), and writes every number to --csv.
+under CUDA-graph replay with hot L2, samples interleaved across the variants and a plain streaming
+read of the same scores (the read floor, topkbench/read_floor.py). Prints the median us per variant,
+its ratio to torch and to the read floor, and writes every number to --csv.
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     medians: dict[tuple[str, str], str] = {}
     ratios: dict[tuple[str, str], str] = {}
+    over_read: dict[tuple[str, str], str] = {}
     keys: list[str] = []
     for rows, width in args.shape:
         for k in ks:
@@ -201,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     reason = v.impl.unsupported_reason(rows, width, k)
                     outcomes.append(unsupported(v.impl, reason) if reason else trial.check(v.impl))
-                timed = trial.time(outcomes, settings, L2Mode.HOT)
+                timed = trial.time(outcomes, settings, L2Mode.HOT, read_floor=True)
+                read_us = trial.read_stats.median if trial.read_stats is not None else float("nan")
+                medians[(key, "read")] = fmt(read_us)
                 stats, status = {}, {}
                 for v, outcome, timing in zip(variants, outcomes, timed):
                     outcome = trial.recheck(outcome)
@@ -218,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                     med = s.median if s else float("nan")
                     medians[(key, v.name)] = fmt(med) if s else status.get(v.name, "-").split(":")[0]
                     ratios[(key, v.name)] = fmt(med / torch_us, 3) if s else medians[(key, v.name)]
+                    over_read[(key, v.name)] = fmt(med / read_us, 2) if s else medians[(key, v.name)]
                     records.append({
                         "gpu": gpu, "rows": rows, "width": width, "k": k, "dist": dist.value,
                         "lengths": args.lengths.value, "variant": v.name, "impl": v.impl_name,
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                         "rel_spread": s.rel_spread if s else float("nan"),
                         "vs_torch": med / torch_us if s else float("nan"),
                         "vs_first": med / first_us if s else float("nan"),
+                        "read_us": read_us, "vs_read": med / read_us if s else float("nan"),
                     })
                 done = ", ".join(f"{n} {medians[(key, n)]}" for n in names)
                 print(f"  {key}: {done}  [{time.perf_counter() - start:.0f}s]", flush=True)
@@ -237,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
 
     print()
-    print(table("median us", keys, names, medians))
+    print(table("median us", keys, names + ["read"], medians))
+    print()
+    print(table("x the read floor", keys, names, over_read))
     if ref_torch:
         print()
         print(table(f"vs {ref_torch} (lower is faster)", keys, names, ratios))

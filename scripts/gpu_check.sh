@@ -65,9 +65,10 @@ for stage in "${stages[@]}"; do
         ncu:*)
             IFS=: read -r _ impl rows seq k <<<"$stage"
             run_stage "ncu $impl" ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
-                --section Occupancy -k "regex:${impl}_topk" --launch-skip 2 --launch-count 1 \
+                --section Occupancy --section WarpStateStats --section SchedulerStats -k "regex:${impl}_topk" \
+                --launch-skip 2 --launch-count 1 \
                 python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" || status=1
-            awk '/==PROF==/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | grep -E "Throughput|Duration|Occupancy|Registers|Bandwidth|Busy|Block Size|Grid Size" | head -n 30 ;;
+            awk '/==PROF==/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | grep -E "Throughput|Duration|Occupancy|Registers|Bandwidth|Busy|Block Size|Grid Size|Stall|Cycles Per Issue|Issued Warp|No Eligible|Eligible Warps" | head -n 45 ;;
         *) say "unknown stage $stage"; status=2 ;;
     esac
 done
