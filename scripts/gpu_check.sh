@@ -4,7 +4,13 @@
 #
 #   scripts/gpu_check.sh [STAGE ...]
 #   stages: tests  verify[:IMPL,IMPL]  sanitize  sweep:CONFIG[:IMPL,IMPL][:AXIS=V,V[;AXIS=V]]
-#           ncu:IMPL:ROWS:SEQ_LEN:K  (Nsight Compute speed-of-light and memory sections)
+#           ncu:IMPL:ROWS:SEQ_LEN:K  (Nsight Compute speed-of-light, memory, warp-state sections)
+#           flashinfer  (install the wheels of scripts/flashinfer_wheels.sh from a carried .whl/ and
+#                        start building FlashInfer's top-k JIT module in the background: a CPU job of
+#                        minutes that later stages overlap)
+#           flashinfer-wait  (wait for that build; its log is $OUT/flashinfer-build.txt)
+#           archive  (pack $OUT/results into $OUT/results.tar: parts folders sit deeper than the
+#                     two folder levels that come back from the GPU machine)
 #   (default: tests verify:<every CUDA implementation> sanitize sweep:gpu-bench)
 # Where the tree was copied without .git, set TOPKBENCH_GIT_SHA (and TOPKBENCH_GIT_DIRTY=1) so
 # the results' provenance names the commit.
@@ -15,6 +21,7 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT/results"
 LOG="$OUT/log.txt"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+BASE_PYTHONPATH=$PYTHONPATH  # without FlashInfer: the tests stage never waits on its JIT build
 stages=("$@")
 cuda_impls=$(python3 -c "from topkbench.impls import registry; print(','.join(n for n in registry.available() if registry.get(n).device.value == 'cuda'))")
 [ ${#stages[@]} -eq 0 ] && stages=(tests "verify:$cuda_impls" sanitize sweep:gpu-bench)
@@ -43,7 +50,7 @@ status=0
 for stage in "${stages[@]}"; do
     case $stage in
         tests)
-            run_stage tests python3 -m pytest -q -m gpu -p no:cacheprovider tests || status=1
+            PYTHONPATH=$BASE_PYTHONPATH run_stage tests python3 -m pytest -q -m gpu -p no:cacheprovider tests || status=1
             grep -E "passed|failed|error" "$LOG" | tail -n 3 ;;
         verify|verify:*)
             flags=()
@@ -52,14 +59,20 @@ for stage in "${stages[@]}"; do
             sed -n '/exactness over/,/checked cases\|error:/p' "$LOG" | tail -n 60 ;;
         sanitize)
             for tool in memcheck racecheck; do
-                run_stage "sanitize-$tool" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+                PYTHONPATH=$BASE_PYTHONPATH run_stage "sanitize-$tool" compute-sanitizer --tool "$tool" --error-exitcode 9 \
                     python3 tests/sanitize_kernels.py || status=1
             done ;;
         sweep:*)
             IFS=: read -r config impls only <<<"${stage#sweep:}"; flags=()
             [ -n "${impls:-}" ] && mapfile -t flags < <(impl_flags "$impls")
             if [ -n "${only:-}" ]; then IFS=';' read -ra slices <<<"$only"; for s in "${slices[@]}"; do flags+=(--only "$s"); done; fi
-            run_stage "sweep $config" python3 -m topkbench sweep "$config" --out "$OUT/results" "${flags[@]}" || status=1
+            # SWEEP_FLAGS: extra sweep options for every sweep stage, e.g. "--devices all"
+            read -ra extra <<<"${SWEEP_FLAGS:-}"
+            # SWEEP_DEADLINE (seconds since the script started): Ctrl-C the sweep then, so that what it
+            # measured is kept and archived before the GPU machine's time limit.
+            limit=()
+            [ -n "${SWEEP_DEADLINE:-}" ] && limit=(timeout -s INT $((SWEEP_DEADLINE - SECONDS)))
+            run_stage "sweep $config" "${limit[@]}" python3 -m topkbench sweep "$config" --out "$OUT/results" "${flags[@]}" "${extra[@]}" || status=1
             # this sweep's summary table is the last one in the log: show it in the reply too
             awk '/median us per selection/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | tail -n 80 ;;
         ncu:*)
@@ -69,6 +82,29 @@ for stage in "${stages[@]}"; do
                 --launch-skip 2 --launch-count 1 \
                 python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" || status=1
             awk '/==PROF==/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | grep -E "Throughput|Duration|Occupancy|Registers|Bandwidth|Busy|Block Size|Grid Size|Stall|Cycles Per Issue|Issued Warp|No Eligible|Eligible Warps" | head -n 45 ;;
+        flashinfer)
+            # CUB's unit is stubbed by flashinfer_wheels.sh --stub-cub: FlashInfer's own dispatch only.
+            python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+                --target /tmp/fi-site .whl/*.whl >>"$LOG" 2>&1 || { say "flashinfer wheels did not install"; status=1; }
+            export PYTHONPATH=/tmp/fi-site:$PYTHONPATH FLASHINFER_CUDA_ARCH_LIST=9.0 \
+                FLASHINFER_WORKSPACE_BASE=/tmp/fi-cache FLASHINFER_TOPK_ALGO=default MAX_JOBS=$(nproc)
+            say "=== flashinfer: JIT build started in the background"
+            python3 -c "
+import torch
+from topkbench.impls import registry
+impl = registry.get('flashinfer')
+print(impl.unavailable_reason() or 'available')
+x = torch.randn(4, 40000, device='cuda')
+runner = impl.prepare(x, None, 2048)
+runner.run(); torch.cuda.synchronize(); print('built')" >"$OUT/flashinfer-build.txt" 2>&1 &
+            FI_BUILD=$! ;;
+        flashinfer-wait)
+            start=$SECONDS; wait "${FI_BUILD:-0}"; rc=$?
+            say "=== flashinfer build: rc=$rc after $((SECONDS - start)) s more: $(tail -n 1 "$OUT/flashinfer-build.txt")"
+            [ $rc -eq 0 ] || status=1 ;;
+        archive)
+            tar -C "$OUT" -cf "$OUT/results.tar" results && rm -rf "$OUT/results"
+            say "=== archive: $(tar -tf "$OUT/results.tar" | wc -l) entries in results.tar" ;;
         *) say "unknown stage $stage"; status=2 ;;
     esac
 done
