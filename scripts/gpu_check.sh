@@ -9,8 +9,9 @@
 #                        start building FlashInfer's top-k JIT module in the background: a CPU job of
 #                        minutes that later stages overlap)
 #           flashinfer-wait  (wait for that build; its log is $OUT/flashinfer-build.txt)
-#           archive  (pack $OUT/results into $OUT/results.tar: parts folders sit deeper than the
-#                     two folder levels that come back from the GPU machine)
+#           compact  (merge every run's parts under $OUT/results into its one Parquet file, as a
+#                     finished sweep does: an interrupted sweep leaves parts, which sit deeper than
+#                     the two folder levels that come back from the GPU machine)
 #   (default: tests verify:<every CUDA implementation> sanitize sweep:gpu-bench)
 # Where the tree was copied without .git, set TOPKBENCH_GIT_SHA (and TOPKBENCH_GIT_DIRTY=1) so
 # the results' provenance names the commit.
@@ -102,9 +103,8 @@ runner.run(); torch.cuda.synchronize(); print('built')" >"$OUT/flashinfer-build.
             start=$SECONDS; wait "${FI_BUILD:-0}"; rc=$?
             say "=== flashinfer build: rc=$rc after $((SECONDS - start)) s more: $(tail -n 1 "$OUT/flashinfer-build.txt")"
             [ $rc -eq 0 ] || status=1 ;;
-        archive)
-            tar -C "$OUT" -cf "$OUT/results.tar" results && rm -rf "$OUT/results"
-            say "=== archive: $(tar -tf "$OUT/results.tar" | wc -l) entries in results.tar" ;;
+        compact)
+            run_stage compact python3 scripts/compact_results.py "$OUT/results" || status=1 ;;
         *) say "unknown stage $stage"; status=2 ;;
     esac
 done

@@ -210,3 +210,23 @@ def test_done_keys_match_the_sweep_measurement_keys(tmp_path):
     keys = store.done_keys()
     assert keys == {row_key(r) for r in rows}
     assert all(isinstance(key, tuple) and len(key) == len(KEY_COLUMNS) for key in keys)
+
+
+def test_compact_results_script_merges_an_interrupted_runs_parts(tmp_path):
+    # scripts/compact_results.py: what scripts/gpu_check.sh's compact stage runs after a sweep that
+    # was stopped, so that the run comes back from the GPU machine as one file.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compact_results.py"
+    spec = importlib.util.spec_from_file_location("compact_results", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    store = RunStore.open(tmp_path, "cpu-test", "tiny", "abcdef0123456789", resume=False)
+    store.append(rows_for([64]))
+    store.append(rows_for([512]))
+    assert store.parts_dir.is_dir() and not store.final_path.exists()
+    assert module.main([str(tmp_path)]) == 0
+    assert not store.parts_dir.exists()
+    merged = read_file(store.final_path)
+    assert sorted(merged.seq_len.unique()) == [64, 512] and len(merged) == 4
