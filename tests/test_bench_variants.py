@@ -61,3 +61,28 @@ def test_default_large_context_is_the_registered_kernel():
 def test_unknown_large_context_defines_are_refused():
     with pytest.raises(ValueError, match="LC_HSIT"):
         LargeContext(defines={"LC_HSIT": 1})
+
+
+def test_filtered_phases_reads_the_trace_lines():
+    # scripts/filtered_phases.py: the summary of a FILTERED_TRACE=1 build's per-row lines (the
+    # format printed by kernels/filtered.cu).
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "filtered_phases.py"
+    spec = importlib.util.spec_from_file_location("filtered_phases", path)
+    phases = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = phases  # dataclasses look their module up there
+    spec.loader.exec_module(phases)
+    text = ("noise\n"
+            "filtered row 0 cta 0 n 65536 c 3012 m 0 fallback 0 cycles sample 1980 stream 19800 select 3960\n"
+            "filtered row 264 cta 0 n 65536 c 65536 m 0 fallback 1 cycles sample 1980 stream 19800 select 198000\n"
+            "filtered row 1 cta 1 n 65536 c -1 m -1 fallback 1 cycles sample 0 stream 0 select 3960\n")
+    rows = phases.parse(text)
+    assert [(r.row, r.cta, r.buffered, r.fallback) for r in rows] == [(0, 0, 3012, False), (264, 0, 65536, True),
+                                                                     (1, 1, -1, True)]
+    lines = phases.summary(rows, ghz=1.98)
+    assert lines[0].startswith("rows 3, fallback 2; mean us: sample 0.7 stream 6.7 select 34.7")
+    assert "slow row 264 (cta 0)" in lines[1]
+    assert lines[-1].startswith("  busiest cta 0: 124.0 us")
+    assert phases.summary([], ghz=1.98) == ["no trace lines"]
