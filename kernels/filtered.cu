@@ -71,7 +71,7 @@
 #define FILTERED_EARLY_TIES 1
 #endif
 // Diagnostics: 1 prints, for each row, the path taken, the counts and the cycles of each phase
-// (timing experiments only: printf in every CTA). scripts/filtered_phases.py runs and sums it.
+// (timing experiments only: printf in every CTA).
 #ifndef FILTERED_TRACE
 #define FILTERED_TRACE 0
 #endif
