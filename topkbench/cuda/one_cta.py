@@ -2,20 +2,23 @@
 (kernels/large_context.cu) and ``filtered`` (kernels/filtered.cu, one read of each score on a
 persistent grid). docs/design.md section 4 describes the families.
 
-Both are deterministic by default (``deterministic = True``): among the entries equal to the k-th
+All three are deterministic (``deterministic = True``): among the entries equal to the k-th
 largest value the lowest indices win, and the output is the selected set in ascending index
-order, on every call and every graph replay. ``per_row-nondet`` and ``large_context-nondet`` compile the same sources with
-``*_DETERMINISTIC=0`` (slots from shared atomic counters: the tie set and the order depend on
-scheduling), so that one sweep measures what determinism costs.
+order, on every call and every graph replay. ``per_row-nondet`` and ``large_context-nondet``
+compile the same sources with ``*_DETERMINISTIC=0`` (slots from shared atomic counters: the tie set
+and the order depend on scheduling), so that one sweep measures what determinism costs;
+``filtered`` has no such build.
 
-Both accept any k and any width up to 2**31 - 1 (indices are int32); rows of length <= k get the
+All accept any k and any width up to 2**31 - 1 (indices are int32); rows of length <= k get the
 contract's 0..n-1, -1... layout. ``prepare`` compiles the kernel (once per process and define set)
-and allocates the output and, for large_context, a byte-per-element workspace, so that ``run()``
-is a single launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
+and allocates the output and, for large_context, a byte-per-element workspace (filtered: it opts in
+to 64 KB of dynamic shared memory and sizes its persistent grid), so that ``run()`` is a single
+launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
 
-``PerRow(defines={...})`` and ``LargeContext(defines={...})`` override some of the kernel's
-compile-time knobs (block size, LC_CAPACITY, the unrolls, *_EARLY_TIES...) for timing experiments
-(scripts/bench_variants.py) and tests; with no defines they are the registered kernels.
+``PerRow(defines={...})``, ``LargeContext(defines={...})`` and ``Filtered(defines={...})`` override
+some of the kernel's compile-time knobs (block size, capacities, the unrolls, *_EARLY_TIES...) for
+timing experiments (scripts/bench_variants.py) and tests; with no defines they are the registered
+kernels.
 """
 
 from __future__ import annotations
