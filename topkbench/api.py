@@ -131,7 +131,7 @@ def topk(logits: Any, k: int, *, lengths: Any = None, impl: str = "auto", determ
     host sync: values outside [0, width] are clamped to it. ``k``: any integer >= 1.
 
     Returns int32 [rows, k] in the input's library; rows shorter than k give 0..n-1 then -1. The
-    kernels per_row, large_context and radix are deterministic: among scores equal to the k-th
+    kernels per_row, large_context, radix and filtered are deterministic: among scores equal to the k-th
     largest, the lowest indices win, and the output order is the same on every call (the
     ``-nondet`` variants and torch.topk promise neither). ``impl="auto"`` uses the dispatch module
     fitted for this GPU if one is installed (max_seq_len is the width). ``deterministic`` steers
