@@ -35,7 +35,7 @@ def chunk_elements(rows: int, width: int, sm_count: int) -> int:
 def read_floor_runner(logits: torch.Tensor, lengths: torch.Tensor | None) -> loader.KernelRunner:
     """A runner that reads every valid score once (graph capturable, like the top-k kernels)."""
     rows, width = logits.shape
-    index = logits.device.index if logits.device.index is not None else torch.cuda.current_device()
+    index = loader.device_index(logits)
     sm_count = int(loader.device_properties(index)["multiProcessorCount"])
     chunk = chunk_elements(rows, width, sm_count)
     chunks = math.ceil(width / chunk)

@@ -122,13 +122,20 @@ def get_kernel(name: str, function: str, defines: Mapping[str, Any] | None = Non
     return _module(name, define_options(defines or {}), index).get_function(function)
 
 
-def allow_dynamic_shared(kernel: Any, nbytes: int) -> None:
-    """Let ``kernel`` launch with ``nbytes`` of dynamic shared memory: past 48 KB a kernel must opt
-    in (cudaFuncSetAttribute). CuPy 14 deprecates the attribute on the kernel object but still
-    sets it, so the warning is silenced."""
-    with warnings.catch_warnings():
+def device_index(tensor: torch.Tensor) -> int:
+    """The CUDA device a tensor lives on (the current device for a bare ``cuda`` device)."""
+    return tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()
+
+
+def allow_dynamic_shared(kernel: Any, nbytes: int, device_index: int) -> None:
+    """Let ``kernel`` (loaded on ``device_index``) launch with at least ``nbytes`` of dynamic shared
+    memory: past 48 KB a kernel must opt in (cudaFuncSetAttribute). The limit is only ever raised,
+    so callers that need different amounts of one kernel do not undo each other. CuPy 14
+    deprecates the attribute on the kernel object but still sets it, so the warning is silenced."""
+    with warnings.catch_warnings(), require_cupy().cuda.Device(device_index):
         warnings.simplefilter("ignore", DeprecationWarning)
-        kernel.max_dynamic_shared_size_bytes = int(nbytes)
+        if kernel.max_dynamic_shared_size_bytes < nbytes:
+            kernel.max_dynamic_shared_size_bytes = int(nbytes)
 
 
 def pointer(tensor: torch.Tensor | None) -> np.uint64:

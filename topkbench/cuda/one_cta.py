@@ -155,14 +155,14 @@ class Filtered(_OneCtaKernel):
         rows, width = logits.shape
         out = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
         # Persistent: as many CTAs as fit at once (launch bounds), each looping over rows.
-        device_index = logits.device.index if logits.device.index is not None else torch.cuda.current_device()
+        device_index = loader.device_index(logits)
         sms = int(loader.device_properties(device_index)["multiProcessorCount"])
         grid = max(1, min(rows, sms * int(self.defines["FILTERED_MIN_BLOCKS"])))
         args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths), np.int32(rows),
                 np.int32(width), np.int32(k), loader.pointer(out))
         kernel = self._kernel(logits)
         buffer_bytes = 8 * int(self.defines["FILTERED_CAPACITY"])  # the candidate buffer: a key and an index a slot
-        loader.allow_dynamic_shared(kernel, buffer_bytes)
+        loader.allow_dynamic_shared(kernel, buffer_bytes, device_index)
         return loader.KernelRunner(kernel, (grid,), (self.block,), args, out, (logits, lengths), shared_mem=buffer_bytes)
 
 

@@ -176,8 +176,7 @@ class RadixTopk(Implementation):
         props = loader.device_properties(device_index)
         with cupy.cuda.Device(device_index):
             max_dynamic = int(props["sharedMemPerBlockOptin"]) - int(kernel.shared_size_bytes)
-            if kernel.max_dynamic_shared_size_bytes < max_dynamic:
-                kernel.max_dynamic_shared_size_bytes = max_dynamic
+            loader.allow_dynamic_shared(kernel, max_dynamic, device_index)
             max_keys = (max_dynamic // 4) & ~3
             if self._smem_key_limit is not None:
                 max_keys = max(4, min(max_keys, self._smem_key_limit & ~3))
@@ -190,7 +189,7 @@ class RadixTopk(Implementation):
                                occupancy=occupancy, min_keys_per_cta=self._min_keys_per_cta)
 
     def _prepare(self, logits, lengths, k):
-        device_index = logits.device.index if logits.device.index is not None else torch.cuda.current_device()
+        device_index = loader.device_index(logits)
         kernel = loader.get_kernel(SOURCE, KERNEL, self.defines, device_index=device_index)
         rows, width = logits.shape
         plan = self._plan(kernel, device_index, rows, width)
