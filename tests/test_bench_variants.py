@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
+from script_module import load_script
 from topkbench.cuda import loader
 from topkbench.cuda.one_cta import LargeContext
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_variants.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_variants", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
     try:
-        spec.loader.exec_module(module)
-        yield module
+        yield load_script("bench_variants")
     finally:
-        sys.modules.pop(spec.name, None)
+        sys.modules.pop("bench_variants", None)
 
 
 def test_parse_variant(bench):
@@ -66,14 +59,7 @@ def test_unknown_large_context_defines_are_refused():
 def test_filtered_phases_reads_the_trace_lines():
     # scripts/filtered_phases.py: the summary of a FILTERED_TRACE=1 build's per-row lines (the
     # format printed by kernels/filtered.cu).
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "filtered_phases.py"
-    spec = importlib.util.spec_from_file_location("filtered_phases", path)
-    phases = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = phases  # dataclasses look their module up there
-    spec.loader.exec_module(phases)
+    phases = load_script("filtered_phases")
     text = ("noise\n"
             "filtered row 0 cta 0 n 65536 c 3012 m 0 fallback 0 cycles sample 1980 stream 19800 select 3960\n"
             "filtered row 264 cta 0 n 65536 c 65536 m 0 fallback 1 cycles sample 1980 stream 19800 select 198000\n"

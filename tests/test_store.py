@@ -215,13 +215,9 @@ def test_done_keys_match_the_sweep_measurement_keys(tmp_path):
 def test_compact_results_script_merges_an_interrupted_runs_parts(tmp_path):
     # scripts/compact_results.py: what scripts/gpu_check.sh's compact stage runs after a sweep that
     # was stopped, so that the run comes back from the GPU machine as one file.
-    import importlib.util
-    from pathlib import Path
+    from script_module import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "compact_results.py"
-    spec = importlib.util.spec_from_file_location("compact_results", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("compact_results")
     store = RunStore.open(tmp_path, "cpu-test", "tiny", "abcdef0123456789", resume=False)
     store.append(rows_for([64]))
     store.append(rows_for([512]))
