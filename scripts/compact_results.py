@@ -9,10 +9,13 @@ machine, where only files two folder levels below $OUT return (parts sit three d
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 from topkbench.store import PARTS_SUFFIX, RunStore
+
+RUN_STEM = re.compile(r"^.+?-[0-9a-f]{8}-(.+)$")
 
 
 def main(argv: list[str]) -> int:
@@ -21,8 +24,12 @@ def main(argv: list[str]) -> int:
         return 2
     for parts in sorted(Path(argv[0]).glob(f"*/*{PARTS_SUFFIX}")):
         stem = parts.name[: -len(PARTS_SUFFIX)]
-        run_id = "-".join(stem.split("-")[-2:])  # <config>-<hash>-<timestamp>-<suffix>
-        print(f"compacted {RunStore(parts.parent, stem, run_id).finalize()}")
+        # <config>-<first 8 hex digits of its hash>-<run id>: a run id given by --run-id may hold dashes
+        match = RUN_STEM.match(stem)
+        if match is None:
+            print(f"skipped {parts}: not a sweep run's parts folder", file=sys.stderr)
+            continue
+        print(f"compacted {RunStore(parts.parent, stem, match.group(1)).finalize()}")
     return 0
 
 
