@@ -1,20 +1,25 @@
 // filtered: exact top-k that reads each score once, for serving batch sizes (many long rows).
-// One CTA per row, on a persistent grid (the CTA loops over rows blockIdx.x, + gridDim.x, ...).
+// One CTA per row on a persistent grid (the CTA loops over rows blockIdx.x, + gridDim.x, ...), or,
+// for fewer rows than CTA slots, a row split over `parts` CTAs (see merge_parts).
 // docs/design.md section 4 describes the family.
 //
 //   sample:  a few thousand scores in groups of 32 consecutive ones, spread evenly over the row
-//            (one 128-byte line per group, about 128 expected above the k-th value). A
-//            histogram of their coarse keys gives a threshold key t: the sample says some
-//            1.2-1.9 k elements of the row are at or above it. When the chosen coarse bucket is
-//            heavy and every sampled key in it is one value P (a plateau: ReLU zeros, constant
+//            (one 128-byte line per group, about 128 expected above the k-th value), copied to
+//            shared memory with cp.async; with FILTERED_PREFETCH the next row's copy is started
+//            before the current row streams. A histogram of their coarse keys gives a threshold
+//            key t: the sample says some 1.2-1.9 k elements of the row are at or above it. When
+//            the chosen coarse bucket is heavy with one value P (a plateau: ReLU zeros, constant
 //            rows, few distinct values), t = P + 1 and the plateau's ties are only counted.
 //   stream:  one streaming pass (16-byte evict-first loads, FILTERED_UNROLL in flight per
 //            thread): every key >= t goes to a shared-memory buffer of (key, index), slots from
-//            a warp-aggregated atomic; the elements with key t - 1 are counted.
+//            a warp-aggregated atomic; the elements with key t - 1 are counted. A split row's
+//            parts then append their candidates to the row's workspace, and the last to arrive
+//            selects.
 //   select:  with C elements >= t and M at t - 1:
-//            C in [k, capacity]: an 11-bit radix refinement over the buffer finds the k-th key;
-//              when more ties share it than are needed, a second refinement over the ties'
-//              indices finds the lowest `needed` of them;
+//            C in [k, capacity]: one 11-bit digit of the buffered keys picks the k-th's bucket; a
+//              bucket of at most FILTERED_RANK_MAX elements is finished by ranking them, a fuller
+//              one by FILTERED_REFINE_BITS radix passes (and, when more ties share the k-th key
+//              than are needed, a refinement over the ties' indices);
 //            C < k <= C + M: the k-th value is t - 1: the whole buffer is selected, and the first
 //              k - C ties in index order come from a walk over the row from its start (a plateau's
 //              ties are dense: the walk is short);
@@ -22,12 +27,12 @@
 //              remain): the exact rescanning selection of per_row (topk::rescan_select) over the
 //              key range the counts leave open. Exactness never depends on the sample, only the
 //              time does.
-//   output:  the selected set in ascending index order: windows of 32 x 2 x FILTERED_BLOCK
-//            indices; in each, the selected elements set bits in a shared bitmap, one block-wide
-//            scan of the words gives each its slot.
+//   output:  the selected set in ascending index order: a bitmap of the selected indices (the
+//            histogram's words for rows up to 64K, the buffer's key words beyond), then block
+//            scans over its words place each index.
 // Deterministic: among the entries equal to the k-th largest value the lowest indices win, and
-// the output depends only on the input (buffer slots depend on scheduling, but no result depends
-// on the slot order).
+// the output depends only on the input (buffer and workspace slots depend on scheduling, but no
+// result depends on the slot order).
 #include "topk_common.cuh"
 
 #ifndef FILTERED_BLOCK
@@ -55,6 +60,14 @@
 #ifndef FILTERED_MIN_SAMPLE
 #define FILTERED_MIN_SAMPLE 1024
 #endif
+// Rows split over several CTAs (read by topkbench/cuda/one_cta.py, which sizes the launch): at most
+// this many parts a row, each at least FILTERED_MIN_PART_LENGTH scores long.
+#ifndef FILTERED_MAX_PARTS
+#define FILTERED_MAX_PARTS 8
+#endif
+#ifndef FILTERED_MIN_PART_LENGTH
+#define FILTERED_MIN_PART_LENGTH 16384
+#endif
 // Rows shorter than this skip the sample: the rescanning selection is used directly.
 #ifndef FILTERED_MIN_LENGTH
 #define FILTERED_MIN_LENGTH 8192
@@ -63,6 +76,16 @@
 // narrow digits make each pass's histogram and bucket scan cheap).
 #ifndef FILTERED_REFINE_BITS
 #define FILTERED_REFINE_BITS 8
+#endif
+// 1: the next row's sample is copied to shared memory (cp.async) while the current row streams,
+// so that only a CTA's first row waits for its sample's loads.
+#ifndef FILTERED_PREFETCH
+#define FILTERED_PREFETCH 1
+#endif
+// After the buffer's first 11-bit digit, a bucket of at most this many elements is finished by
+// ranking them against each other (rank_bucket) instead of more radix passes over the buffer.
+#ifndef FILTERED_RANK_MAX
+#define FILTERED_RANK_MAX 128
 #endif
 #ifndef FILTERED_FINAL_UNROLL
 #define FILTERED_FINAL_UNROLL 2
@@ -87,27 +110,30 @@ constexpr int kDigitBits = 11;
 constexpr int kGroupsPerWarp = FILTERED_GROUPS_PER_WARP;  // sample groups of 32 per warp, at most
 constexpr int kMaxGroups = kGroupsPerWarp * kWarps;
 static_assert(FILTERED_MIN_SAMPLE / 32 >= kWarps, "every warp needs a sample group");
-constexpr int kWindowWordsPerThread = 2;
-constexpr int kWindowWords = kWindowWordsPerThread * kBlock;
-constexpr int kWindow = 32 * kWindowWords;  // indices per output window
-constexpr int kMaxUnroll = FILTERED_FINAL_UNROLL > kWindowWordsPerThread ? FILTERED_FINAL_UNROLL : kWindowWordsPerThread;
+// The output's bitmap is the buffer's key half once the selection is decided: one bit an index,
+// 32 kCapacity indices a window (every row up to 256K at the default capacity is one window),
+// scanned in chunks of kChunkWordsPerThread words a thread.
+constexpr int kChunkWordsPerThread = 4;
+constexpr int kChunkWords = kChunkWordsPerThread * kBlock;
+constexpr int kBitmapWindow = 32 * kCapacity;
+constexpr int kMaxUnroll = FILTERED_FINAL_UNROLL > kChunkWordsPerThread ? FILTERED_FINAL_UNROLL : kChunkWordsPerThread;
 using Scan = topk::TileScan<kBlock, kMaxUnroll>;
-static_assert(kWindowWords <= kBins, "the bitmap shares the histogram's words");
+// The largest bucket rank_bucket finishes (one element a thread; keys and indices in the histogram;
+// 0: the radix refinement always).
+constexpr int kRankMax = FILTERED_RANK_MAX;
+static_assert(kRankMax <= kBlock && 2 * kRankMax <= kBins, "rank_bucket's list");
 static_assert(FILTERED_REFINE_BITS <= kDigitBits, "the refinement's histogram is the shared one");
 
-// The candidate buffer (kCapacity keys, then kCapacity indices) is the kernel's dynamic shared
-// memory, 8 bytes a slot: static shared memory stops at 48 KB.
-constexpr int kBufferBytes = 8 * kCapacity;
-
+// The kernel's dynamic shared memory (static shared memory stops at 48 KB): the candidate buffer,
+// kCapacity keys then kCapacity indices, then the sample's staging area (kMaxGroups groups of 32
+// scores). topkbench/cuda/one_cta.py sizes it the same way.
 extern __shared__ uint4 candidate_buffer[];
 __device__ __forceinline__ uint32_t* cand_key() { return reinterpret_cast<uint32_t*>(candidate_buffer); }
 __device__ __forceinline__ int* cand_idx() { return reinterpret_cast<int*>(candidate_buffer) + kCapacity; }
+__device__ __forceinline__ float* sample_stage() { return reinterpret_cast<float*>(candidate_buffer) + 2 * kCapacity; }
 
 struct Shared {
-    union {
-        int hist[kBins];
-        uint32_t bitmap[kWindowWords];
-    };
+    int hist[kBins];
     int scratch[kWarps];
     uint32_t scan_totals[Scan::kWords];
     topk::BucketChoice choice;
@@ -119,6 +145,15 @@ struct Shared {
     uint32_t lo, hi;            // the sample's and the refinements' bounds
     int eq_lo, eq_hi;           // sampled keys equal to lo, to hi (plateau detection)
     uint32_t cand_lo, cand_hi;  // bounds of the buffered keys
+    int merge_base;             // a split row: this part's first slot in the row's workspace
+    int merge_last;             // a split row: this CTA is the row's last part to finish
+    int listed;                 // rank_bucket's list length
+    uint32_t boundary_key;      // rank_bucket: the last selected element
+    int boundary_index;
+#if FILTERED_TRACE
+    long long trace_loaded;   // clock64 when the sample's histogram is complete
+    long long trace_refined;  // clock64 when the buffer's refinements are done
+#endif
 };
 
 // Views of the shared state for the helpers in topk_common.cuh (built where used: held across the
@@ -181,26 +216,54 @@ struct Threshold {
     __device__ __forceinline__ bool ties_with(uint32_t b) const { return b == tie_bits || b == tie_bits2; }
 };
 
+// Which scores a row's sample holds: `groups` groups of 32 consecutive scores, group g at
+// g * spacing (at most n - 32: the groups stay inside the row). 128 n / k scores (e = 128
+// expected above the k-th), whole groups, clamped. n >= FILTERED_MIN_LENGTH > 32.
+struct SamplePlan {
+    int groups;
+    int spacing;
+
+    __device__ __forceinline__ SamplePlan(int n, int k) {
+        long long want = (static_cast<long long>(FILTERED_SAMPLE_HITS) * n + k - 1) / k;
+        if (want < FILTERED_MIN_SAMPLE) want = FILTERED_MIN_SAMPLE;
+        groups = static_cast<int>((want + 31) / 32);
+        if (groups > kMaxGroups) groups = kMaxGroups;
+        spacing = (n - 32) / (groups - 1 > 0 ? groups - 1 : 1);
+    }
+};
+
+// Starts copying row x's sample into the staging area (group g's scores at 32 g ...) with cp.async
+// (sm_80 and later, as the __reduce_*_sync of every kernel here), so that the copy overlaps
+// whatever the CTA does until wait_sample.
+__device__ __forceinline__ void start_sample(const float* __restrict__ x, int n, int k) {
+    const SamplePlan plan(n, k);
+    float* stage = sample_stage();
+    for (int e = threadIdx.x; e < 32 * plan.groups; e += kBlock) {
+        const float* src = x + (e >> 5) * plan.spacing + (e & 31);
+        const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(stage + e));
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits for this thread's copies; the caller's barrier then makes every thread's visible.
+__device__ __forceinline__ void wait_sample() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
 // The sample: groups of 32 consecutive scores at evenly spaced starts, warp w reading groups w,
 // w + kWarps, ...; returns the threshold every thread agrees on. n >= FILTERED_MIN_LENGTH > 32.
-// The scores are loaded once for the histogram and read again (L1 hits) for the bounds and the
-// counts in the chosen bucket, so that no sample stays in registers across the bucket choice.
-__device__ Threshold sample_threshold(const float* __restrict__ x, int n, int k, Shared& sh) {
+// The scores are in the staging area (start_sample), read once for the histogram and again for the
+// bounds and the counts in the chosen bucket.
+__device__ Threshold sample_threshold(int n, int k, Shared& sh) {
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
-    // 128 n / k scores, whole groups, clamped; e = the expected sample elements above the k-th.
-    long long want = (static_cast<long long>(FILTERED_SAMPLE_HITS) * n + k - 1) / k;
-    if (want < FILTERED_MIN_SAMPLE) want = FILTERED_MIN_SAMPLE;
-    int groups = static_cast<int>((want + 31) / 32);
-    if (groups > kMaxGroups) groups = kMaxGroups;
-    const int samples = 32 * groups;
-    // Group g starts at g * spacing (at most n - 32: the groups stay inside the row).
-    const int spacing = (n - 32) / (groups - 1 > 0 ? groups - 1 : 1);
-    const float* first = x + warp * spacing + lane;  // this lane's element of group `warp`
-    const int stride = kWarps * spacing;             // to the lane's element of the warp's next group
+    const SamplePlan plan(n, k);
+    const int samples = 32 * plan.groups;
+    const float* first = sample_stage() + 32 * warp + lane;  // this lane's score of group `warp`
+    constexpr int stride = 32 * kWarps;                        // to its score of the warp's next group
     // Groups of this warp: at least one (groups >= FILTERED_MIN_SAMPLE / 32 >= warps, checked below).
-    const int mine = (groups - warp + kWarps - 1) / kWarps;
+    const int mine = (plan.groups - warp + kWarps - 1) / kWarps;
+    wait_sample();
     for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
     if (tid == 0) {
         sh.lo = 0xFFFFFFFFu;
@@ -210,17 +273,15 @@ __device__ Threshold sample_threshold(const float* __restrict__ x, int n, int k,
     }
     __syncthreads();
     {
-        // Unconditional loads (a group past the warp's last reads its first again, uncounted):
-        // a conditionally written array went to local memory.
-        float v[kGroupsPerWarp];
-#pragma unroll
-        for (int j = 0; j < kGroupsPerWarp; ++j) v[j] = __ldg(first + (j < mine ? j : 0) * stride);
 #pragma unroll
         for (int j = 0; j < kGroupsPerWarp; ++j) {
-            if (j < mine) atomicAdd(&sh.hist[topk::coarse_key(v[j]) >> kCoarseShift], 1);
+            if (j < mine) atomicAdd(&sh.hist[topk::coarse_key(first[j * stride]) >> kCoarseShift], 1);
         }
     }
     __syncthreads();
+#if FILTERED_TRACE
+    if (tid == 0) sh.trace_loaded = clock64();
+#endif
     // Rank target: e + 5 sqrt(e) + 3 samples (e = the expected sample elements at or above the
     // k-th), so that fewer than k elements remain at or above the threshold only on a five-sigma
     // draw. Integers only (no float instruction: see topk_common.cuh).
@@ -236,7 +297,7 @@ __device__ Threshold sample_threshold(const float* __restrict__ x, int n, int k,
     const int in_bucket = sh.choice.count;
     auto for_each_in_bucket = [&](auto&& f) {
         for (int j = 0; j < mine; ++j) {
-            const float v = __ldg(first + j * stride);
+            const float v = first[j * stride];
             if ((topk::coarse_key(v) >> kCoarseShift) == bucket) f(topk::float_key(v));
         }
     };
@@ -304,8 +365,12 @@ __device__ __forceinline__ int warp_reserve(int* counter, int count) {
 // past the end hold no candidate), so the warp reserves its slots with ballots; FILTERED_UNROLL
 // 16-byte evict-first loads are issued before any is used, and one reservation serves the batch
 // (a reservation per vector let the compiler issue one load at a time).
+//
+// A row split over `parts` CTAs streams slice `part` of its 16-byte vectors; part 0 also takes the
+// scalar head and tail.
 template <bool PLATEAU>
-__device__ __forceinline__ void stream_candidates(const float* __restrict__ x, int n, const Threshold& th, Shared& sh) {
+__device__ __forceinline__ void stream_candidates(const float* __restrict__ x, int n, const Threshold& th, Shared& sh,
+                                                  int part, int parts) {
     const int tid = threadIdx.x;
     uint32_t lo = 0xFFFFFFFFu, hi = 0u;
     int ties = 0;
@@ -325,9 +390,11 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
     const float4* vec = reinterpret_cast<const float4*>(x + head);
     const int nvec = (n - head) >> 2;
     const int tail0 = head + 4 * nvec;
+    const int v_begin = static_cast<int>(static_cast<long long>(nvec) * part / parts);
+    const int v_end = static_cast<int>(static_cast<long long>(nvec) * (part + 1) / parts);
     {
         const int i = tid < head ? tid : tail0 + (tid - head);
-        const bool valid = tid < head || i < n;
+        const bool valid = part == 0 && (tid < head || i < n);
         const uint32_t b = valid ? __float_as_uint(__ldg(x + i)) : 0u;
         if (PLATEAU) ties += valid && th.ties_with(b);
         const bool hit = valid && th.passes(b);
@@ -336,18 +403,18 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
     }
     constexpr int kCountBits = FILTERED_UNROLL <= 3 ? 4 : (FILTERED_UNROLL <= 7 ? 5 : 6);
     static_assert(4 * FILTERED_UNROLL < (1 << kCountBits), "batch count too wide for the ballots");
-    for (int v0 = 0; v0 < nvec; v0 += kBlock * FILTERED_UNROLL) {
+    for (int v0 = v_begin; v0 < v_end; v0 += kBlock * FILTERED_UNROLL) {
         uint4 buf[FILTERED_UNROLL];
 #pragma unroll
         for (int u = 0; u < FILTERED_UNROLL; ++u) {
             const int v = v0 + u * kBlock + tid;
-            if (v < nvec) buf[u] = __ldcs(reinterpret_cast<const uint4*>(vec) + v);
+            if (v < v_end) buf[u] = __ldcs(reinterpret_cast<const uint4*>(vec) + v);
         }
         uint32_t hit_mask = 0u;  // bit 4u + e: element e of vector u passes
         int hits = 0;
 #pragma unroll
         for (int u = 0; u < FILTERED_UNROLL; ++u) {
-            if (v0 + u * kBlock + tid >= nvec) continue;
+            if (v0 + u * kBlock + tid >= v_end) continue;
             const uint32_t b[4] = {buf[u].x, buf[u].y, buf[u].z, buf[u].w};
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
@@ -374,6 +441,94 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
     topk::block_minmax(lo, hi, &sh.cand_lo, &sh.cand_hi);
 }
 
+// A row split over `parts` CTAs (few rows: one CTA a row would leave most SMs idle). Every part
+// draws the same sample, so all agree on the threshold; each streams its slice into its own buffer
+// and then appends its candidates to the row's workspace in global memory (slots from the row's
+// counter; the slot order depends on scheduling, the selection never does). The last part to
+// arrive loads the row's candidates into its buffer, sets sh.count and sh.ties to the row's
+// totals, resets the row's counters for the next launch and returns true: it selects as a CTA that
+// streamed the whole row would. The others return false.
+// counters: per row {elements >= t, ties at t - 1, parts arrived, unused}.
+__device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __restrict__ ws_key,
+                            int* __restrict__ ws_idx, Shared& sh) {
+    const int tid = threadIdx.x;
+    const int c = sh.count;  // may exceed the capacity: only the first kCapacity are buffered
+    if (tid == 0) {
+        sh.merge_base = atomicAdd(&counters[0], c);
+        if (sh.ties) atomicAdd(&counters[1], sh.ties);
+    }
+    __syncthreads();
+    const int base = sh.merge_base;
+    const int stored = c < kCapacity ? c : kCapacity;
+    for (int j = tid; j < stored && base + j < kCapacity; j += kBlock) {
+        ws_key[base + j] = cand_key()[j];
+        ws_idx[base + j] = cand_idx()[j];
+    }
+    __threadfence();  // the appended candidates are visible before the arrival is
+    __syncthreads();
+    if (tid == 0) sh.merge_last = atomicAdd(&counters[2], 1) == parts - 1;
+    __syncthreads();
+    if (!sh.merge_last) return false;
+    __threadfence();
+    // L2 reads (ld.cg): the other parts' writes never passed through this SM's L1.
+    const int total = __ldcg(&counters[0]);
+    const int ties = __ldcg(&counters[1]);
+    const int merged = total < kCapacity ? total : kCapacity;
+    uint32_t lo = 0xFFFFFFFFu, hi = 0u;
+    for (int j = tid; j < merged; j += kBlock) {
+        const uint32_t fk = __ldcg(ws_key + j);
+        cand_key()[j] = fk;
+        cand_idx()[j] = __ldcg(ws_idx + j);
+        lo = min(lo, fk);
+        hi = max(hi, fk);
+    }
+    topk::block_minmax(lo, hi, &sh.cand_lo, &sh.cand_hi);  // this part's own bounds lie within
+    __syncthreads();  // every thread has read the counters
+    if (tid == 0) {
+        sh.count = total;
+        sh.ties = ties;
+        counters[0] = 0;
+        counters[1] = 0;
+        counters[2] = 0;
+    }
+    __syncthreads();
+    return true;
+}
+
+// The buffered elements (c of them) at key's prefix (`tied`, at most kRankMax), ranked against each
+// other by value, then index (lower first): the one of rank needed - 1 is the last selected, its
+// key and index go to sh.boundary_key and sh.boundary_index. The list lives in the histogram.
+__device__ void rank_bucket(const topk::KeyPrefix& key, int c, int tied, int needed, Shared& sh) {
+    const int tid = threadIdx.x;
+    uint32_t* list_key = reinterpret_cast<uint32_t*>(sh.hist);
+    int* list_index = sh.hist + kRankMax;
+    if (tid == 0) sh.listed = 0;
+    __syncthreads();  // and every thread has read the histogram's choice
+    for (int j = tid; j < c; j += kBlock) {
+        const uint32_t fk = cand_key()[j];
+        if (key.matches(fk)) {
+            const int slot = atomicAdd(&sh.listed, 1);
+            list_key[slot] = fk;
+            list_index[slot] = cand_idx()[j];
+        }
+    }
+    __syncthreads();
+    if (tid < tied) {
+        const uint32_t fk = list_key[tid];
+        const int i = list_index[tid];
+        int rank = 0;
+        for (int u = 0; u < tied; ++u) {
+            const uint32_t other = list_key[u];
+            rank += other > fk || (other == fk && list_index[u] < i);
+        }
+        if (rank == needed - 1) {
+            sh.boundary_key = fk;
+            sh.boundary_index = i;
+        }
+    }
+    __syncthreads();
+}
+
 // The selection when the buffer holds it: `c` elements >= th.t are buffered, and either they
 // hold the k-th largest (c >= k) or it is th.tie (c < k <= c + ties). Writes the selected set in
 // ascending index order.
@@ -390,12 +545,38 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
     Scan ts(sh.scan_totals);
     if (from_buffer) {
         key.set_range(sh.cand_lo, sh.cand_hi);
-        const bool one_key = key.bits == 0;
-        int needed = topk::refine<FILTERED_REFINE_BITS, kBlock>(key, k, refine_view(sh), [&](auto&& count) {
-            for (int j = tid; j < c; j += kBlock) count(cand_key()[j]);
-        });
-        const int tied = one_key ? c : sh.choice.count;
-        if (tied > needed) {
+        int needed = k;
+        int tied = c;  // buffered elements at key's prefix
+        bool ranked = false;
+        if (key.bits > 0) {
+            // One 11-bit digit of the buffered keys picks the k-th's bucket. A bucket of at most
+            // kRankMax elements (the usual case: a few thousand keys over 2048 bins) is finished by
+            // ranking its elements against each other; a fuller one by the radix refinement.
+            const int dbits = key.digit_bits(kDigitBits);
+            const int shift = key.bits - dbits;
+            const uint32_t mask = (1u << dbits) - 1u;
+            for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
+            __syncthreads();
+            for (int j = tid; j < c; j += kBlock) atomicAdd(&sh.hist[(cand_key()[j] >> shift) & mask], 1);
+            __syncthreads();
+            topk::choose_bucket<kBins, kBlock>(sh.hist, k, sh.scratch, &sh.choice);
+            needed = k - sh.choice.above;
+            tied = sh.choice.count;
+            key.descend(dbits, sh.choice.bucket, sh.cand_lo, sh.cand_hi);
+            if (tied > needed && tied <= kRankMax) {
+                rank_bucket(key, c, tied, needed, sh);
+                key.set_range(sh.boundary_key, sh.boundary_key);
+                index.set_range(~static_cast<uint32_t>(sh.boundary_index), ~static_cast<uint32_t>(sh.boundary_index));
+                all_ties = false;
+                ranked = true;
+            } else if (tied > needed) {
+                needed = topk::refine<FILTERED_REFINE_BITS, kBlock>(key, needed, refine_view(sh), [&](auto&& count) {
+                    for (int j = tid; j < c; j += kBlock) count(cand_key()[j]);
+                });
+                tied = sh.choice.count;
+            }
+        }
+        if (!ranked && tied > needed) {
             all_ties = false;
             index.set_range(~static_cast<uint32_t>(n - 1), 0xFFFFFFFFu);
             topk::refine<FILTERED_REFINE_BITS, kBlock>(index, needed, refine_view(sh), [&](auto&& count) {
@@ -416,51 +597,66 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
         __syncthreads();
         tie_end = sh.tie_end;
     }
+#if FILTERED_TRACE
+    if (tid == 0) sh.trace_refined = clock64();
+#endif
     auto selected = [&](int j) {
         if (!from_buffer) return true;
         const int cmp = key.compare(cand_key()[j]);
         return cmp > 0 || (cmp == 0 && (all_ties || index.compare(~static_cast<uint32_t>(cand_idx()[j])) >= 0));
     };
 
-    // The output, window by window in index order: bits of the selected indices, then one
-    // scan over the window's words places them.
+    // The output, window by window in index order: bits of the selected indices, then scans over
+    // the window's words, a chunk at a time, place them. Rows up to 32 kBins indices take the
+    // histogram's words for the bitmap; longer ones the keys' words, once every unselected entry's
+    // index is set to -1 (so that no key is read after the bitmap is cleared).
+    const bool in_histogram = n <= 32 * kBins;
+    if (from_buffer && !in_histogram) {
+        for (int j = tid; j < c; j += kBlock) {
+            if (!selected(j)) cand_idx()[j] = -1;
+        }
+    }
+    __syncthreads();
+    uint32_t* bitmap = in_histogram ? reinterpret_cast<uint32_t*>(sh.hist) : cand_key();
     int written = 0;
-    const int windows = (n - 1) / kWindow + 1;
-    for (int window = 0; window < windows && written < k; ++window) {
-        const int w0 = window * kWindow;
-        const int w1 = n - w0 < kWindow ? n : w0 + kWindow;
-#pragma unroll
-        for (int u = 0; u < kWindowWordsPerThread; ++u) sh.bitmap[u * kBlock + tid] = 0u;
+    for (int w0 = 0; w0 < n && written < k; w0 += kBitmapWindow) {
+        const int w1 = n - w0 < kBitmapWindow ? n : w0 + kBitmapWindow;
+        const int nwords = (w1 - w0 + 31) >> 5;
+        for (int w = tid; w < nwords; w += kBlock) bitmap[w] = 0u;
         __syncthreads();
         for (int j = tid; j < c; j += kBlock) {
             const int i = cand_idx()[j];
-            if (i >= w0 && i < w1 && selected(j)) atomicOr(&sh.bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
+            if (i >= w0 && i < w1 && (!in_histogram || selected(j))) atomicOr(&bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
         }
         const int ties_to = tie_end < w1 ? tie_end : w1;
         for (int i = w0 + tid; i < ties_to; i += kBlock) {
-            if (topk::float_key(__ldg(x + i)) == tie) atomicOr(&sh.bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
+            if (topk::float_key(__ldg(x + i)) == tie) atomicOr(&bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
         }
         __syncthreads();
-        uint32_t words[kWindowWordsPerThread], bits[kWindowWordsPerThread], before[kWindowWordsPerThread];
+        for (int c0 = 0; c0 < nwords && written < k; c0 += kChunkWords) {
+            uint32_t words[kChunkWordsPerThread], bits[kChunkWordsPerThread], before[kChunkWordsPerThread];
 #pragma unroll
-        for (int u = 0; u < kWindowWordsPerThread; ++u) {
-            words[u] = sh.bitmap[u * kBlock + tid];
-            bits[u] = __popc(words[u]);
-        }
-        const uint32_t total = ts.template scan<kWindowWordsPerThread>(bits, before);
-#pragma unroll
-        for (int u = 0; u < kWindowWordsPerThread; ++u) {
-            int slot = written + static_cast<int>(before[u]);
-            const int base = w0 + 32 * (u * kBlock + tid);
-            uint32_t word = words[u];
-            while (word) {
-                const int b = __ffs(word) - 1;
-                word &= word - 1u;
-                if (slot < k) o[slot] = base + b;
-                ++slot;
+            for (int u = 0; u < kChunkWordsPerThread; ++u) {
+                const int w = c0 + u * kBlock + tid;
+                words[u] = w < nwords ? bitmap[w] : 0u;
+                bits[u] = __popc(words[u]);
             }
+            const uint32_t total = ts.template scan<kChunkWordsPerThread>(bits, before);
+#pragma unroll
+            for (int u = 0; u < kChunkWordsPerThread; ++u) {
+                int slot = written + static_cast<int>(before[u]);
+                const int base = w0 + 32 * (c0 + u * kBlock + tid);
+                uint32_t word = words[u];
+                while (word) {
+                    const int b = __ffs(word) - 1;
+                    word &= word - 1u;
+                    if (slot < k) o[slot] = base + b;
+                    ++slot;
+                }
+            }
+            written += static_cast<int>(total);
         }
-        written += static_cast<int>(total);
+        __syncthreads();  // every word is read before the next window clears them
     }
 }
 
@@ -468,16 +664,25 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
 
 extern "C" __global__ void __launch_bounds__(FILTERED_BLOCK, FILTERED_MIN_BLOCKS)
 filtered_topk(const float* __restrict__ logits, long long stride, const int* __restrict__ lengths, int rows,
-              int width, int k, int* __restrict__ out) {
+              int width, int k, int* __restrict__ out, int parts, int* __restrict__ counters,
+              uint32_t* __restrict__ ws_keys, int* __restrict__ ws_idx) {
     __shared__ Shared sh;
     const int tid = threadIdx.x;
+    // The sampled path needs long rows and a buffer with room for k and the sample's slack.
+    auto sampled_length = [&](int n) { return n > k && n >= FILTERED_MIN_LENGTH && 2 * k <= kCapacity; };
+    int staged_item = -1;  // the item whose sample is in (or on its way to) the staging area
+    // Work items: (row, part) = (item / parts, item % parts); parts > 1 only when every item has a
+    // CTA of its own (topkbench/cuda/one_cta.py), parts == 1 on the persistent grid.
+    const int items = rows * parts;
 
-    for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+    for (int item = blockIdx.x; item < items; item += gridDim.x) {
+        const int row = item / parts;
+        const int part = item - row * parts;
         const float* x = logits + static_cast<long long>(row) * stride;
         int* o = out + static_cast<long long>(row) * k;
         const int n = topk::row_length(lengths, row, width);
         if (n <= k) {
-            topk::write_short_row<kBlock>(o, n, k);
+            if (part == 0) topk::write_short_row<kBlock>(o, n, k);
             continue;  // no shared state touched
         }
         if (tid == 0) {
@@ -488,26 +693,47 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
             sh.cand_lo = 0xFFFFFFFFu;
             sh.cand_hi = 0u;
         }
-        // The sampled path needs long rows and a buffer with room for k and the sample's slack.
-        const bool sampled = n >= FILTERED_MIN_LENGTH && 2 * k <= kCapacity;
+        const bool sampled = sampled_length(n);
+        if (!sampled && part != 0) continue;  // the rescanning selection is the first part's
         topk::KeyRange range{0u, 0xFFFFFFFFu};
         int in_range = n, needed = k;
         bool fallback = !sampled;
 #if FILTERED_TRACE
         long long clocks[4] = {clock64(), 0, 0, 0};
+        unsigned long long ns0;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns0));
         int trace_c = -1, trace_m = -1;
+        if (tid == 0) sh.trace_loaded = sh.trace_refined = clocks[0];
 #endif
         if (sampled) {
-            const Threshold th = sample_threshold(x, n, k, sh);
+            if (staged_item != item) start_sample(x, n, k);
+            const Threshold th = sample_threshold(n, k, sh);
+#if FILTERED_PREFETCH
+            // The staging area is free again (sample_threshold's last barrier): the next row's
+            // sample loads while this row streams and selects.
+            const int next = item + gridDim.x;
+            if (next < items) {
+                const int next_row = next / parts;
+                const int next_n = topk::row_length(lengths, next_row, width);
+                if (sampled_length(next_n)) {
+                    start_sample(logits + static_cast<long long>(next_row) * stride, next_n, k);
+                    staged_item = next;
+                }
+            }
+#endif
 #if FILTERED_TRACE
             clocks[1] = clock64();
 #endif
             if (th.plateau) {
-                stream_candidates<true>(x, n, th, sh);
+                stream_candidates<true>(x, n, th, sh, part, parts);
             } else {
-                stream_candidates<false>(x, n, th, sh);
+                stream_candidates<false>(x, n, th, sh, part, parts);
             }
             __syncthreads();
+            if (parts > 1) {
+                const long long ws = static_cast<long long>(row) * kCapacity;
+                if (!merge_parts(parts, counters + 4 * row, ws_keys + ws, ws_idx + ws, sh)) continue;
+            }
             const int c = sh.count;
             const int m = sh.ties;
 #if FILTERED_TRACE
@@ -537,10 +763,16 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
 #if FILTERED_TRACE
         __syncthreads();
         clocks[3] = clock64();
+        unsigned long long ns1;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns1));
+        // load: the sample's loads and histogram; refine: the buffer's refinements (0: not run);
+        // ns: the row's start and end on the global timer (the CTAs' overlap).
         if (tid == 0)
-            printf("filtered row %d cta %d n %d c %d m %d fallback %d cycles sample %lld stream %lld select %lld\n", row,
-                   blockIdx.x, n, trace_c, trace_m, fallback ? 1 : 0, clocks[1] - clocks[0], clocks[2] - clocks[1],
-                   clocks[3] - clocks[2]);
+            printf("filtered row %d cta %d n %d c %d m %d fallback %d cycles sample %lld stream %lld select %lld"
+                   " load %lld refine %lld ns %llu %llu\n",
+                   row, blockIdx.x, n, trace_c, trace_m, fallback ? 1 : 0, clocks[1] - clocks[0], clocks[2] - clocks[1],
+                   clocks[3] - clocks[2], sh.trace_loaded - clocks[0],
+                   sh.trace_refined > clocks[2] ? sh.trace_refined - clocks[2] : 0ll, ns0, ns1);
 #endif
         __syncthreads();  // the next row resets the shared counters and the histogram
     }

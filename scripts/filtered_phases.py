@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass
 
 LINE = re.compile(r"filtered row (\d+) cta (\d+) n (\d+) c (-?\d+) m (-?\d+) fallback (\d) "
-                  r"cycles sample (-?\d+) stream (-?\d+) select (-?\d+)")
+                  r"cycles sample (-?\d+) stream (-?\d+) select (-?\d+)"
+                  r"(?: load (-?\d+) refine (-?\d+) ns (\d+) (\d+))?")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class RowTrace:
     sample: int  # cycles
     stream: int
     select: int
+    load: int = 0  # cycles of the sample's loads and histogram (part of sample)
+    refine: int = 0  # cycles of the buffer's refinements (part of select; 0: none ran)
+    start_ns: int = 0  # the row's span on the global timer (0: an older trace format)
+    end_ns: int = 0
 
     @property
     def total(self) -> int:
@@ -42,8 +47,8 @@ def parse(text: str) -> list[RowTrace]:
     """The trace lines of a FILTERED_TRACE=1 launch."""
     rows = []
     for m in LINE.finditer(text):
-        row, cta, n, c, ties, fb, sample, stream, select = (int(g) for g in m.groups())
-        rows.append(RowTrace(row, cta, n, c, ties, bool(fb), sample, stream, select))
+        row, cta, n, c, ties, fb, sample, stream, select, *extra = (int(g) if g else 0 for g in m.groups())
+        rows.append(RowTrace(row, cta, n, c, ties, bool(fb), sample, stream, select, *extra))
     return rows
 
 
@@ -54,6 +59,11 @@ def summary(rows: list[RowTrace], ghz: float, slowest: int = 3) -> list[str]:
     mean = lambda f: sum(f(r) for r in rows) / len(rows) * us  # noqa: E731
     lines = [f"rows {len(rows)}, fallback {sum(r.fallback for r in rows)}; mean us: sample {mean(lambda r: r.sample):.1f}"
              f" stream {mean(lambda r: r.stream):.1f} select {mean(lambda r: r.select):.1f}"]
+    if any(r.end_ns for r in rows):
+        span = (max(r.end_ns for r in rows) - min(r.start_ns for r in rows)) * 1e-3
+        lines.append(f"  of which: sample loads {mean(lambda r: r.load):.1f}, select refinements "
+                     f"{mean(lambda r: r.refine):.1f}, output {mean(lambda r: r.select - r.refine):.1f};"
+                     f" first row start to last row end {span:.1f} us")
     for r in sorted(rows, key=lambda r: -r.total)[:slowest]:
         lines.append(f"  slow row {r.row} (cta {r.cta}): buffered {r.buffered} ties {r.ties} fallback {int(r.fallback)}"
                      f" us {r.sample * us:.1f} / {r.stream * us:.1f} / {r.select * us:.1f}")

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from topkbench.cuda.one_cta import Filtered
 from topkbench.cuda.radix import RadixTopk
 from topkbench.exactness import TopkChecker
 from topkbench.impls import Device, Implementation, registry
@@ -30,13 +31,18 @@ SHAPES = [  # rows, width, k, distribution, length mode, row stride
     (200, 700, 16, D.SPECIALS, M.RAGGED, None),
     (5, 1000, 2048, D.TIE_HEAVY, M.RAGGED, None),
     (3, 30001, 1000, D.SUBNORMAL_ZEROS, M.RAGGED, 30003),
-    (3, 40963, 2048, D.NORMAL, M.RAGGED, 40966),  # filtered's sampled path: the buffer holds the k-th
+    (3, 40963, 2048, D.NORMAL, M.RAGGED, 40966),  # filtered's sampled path, each row split over CTAs
 ]
 #: radix with a small shared-memory key budget, so that most keys stream from global memory, and
 #: with many CTAs per row (the deterministic exchange between them).
 EXTRA = [(RadixTopk(smem_key_limit=1000), (3, 12000, 300, D.LSB10, M.RAGGED, None)),
          (RadixTopk(smem_key_limit=1000, defines={"RADIX_DETERMINISTIC": 0}), (3, 12000, 300, D.LSB10, M.RAGGED, None)),
          (RadixTopk(min_keys_per_cta=256), (2, 20011, 700, D.SUBNORMAL_MIN, M.RAGGED, None))]
+#: filtered on its persistent grids (the wide build's, and the short build's 256-thread CTAs
+#: forced): more rows than CTAs, the next row's sample staged (cp.async) while the current row
+#: streams and selects. Its split rows are the 40963-wide case above.
+FILTERED_EXTRA = [(Filtered(), (270, 8209, 2048, D.NORMAL, M.FIXED, 8211)),
+                  (Filtered(defines=dict(Filtered.builds["short"])), (540, 8209, 2048, D.NORMAL, M.FIXED, None))]
 
 
 def run_case(impl: Implementation, rows: int, width: int, k: int, dist: Distribution, mode: LengthMode,
@@ -64,11 +70,11 @@ def run_read_floor(rows: int, width: int, stride: int | None, mode: LengthMode) 
 
 def main(names: list[str]) -> int:
     """Every built-in CUDA kernel (plugins bring their own checks), or only those named on the
-    command line (radix's extra cases with radix, the read floor with read_floor)."""
+    command line (radix's and filtered's extra cases with them, the read floor with read_floor)."""
     kernels = [registry.get(n) for n in registry.available()
                if registry.is_builtin(n) and registry.get(n).device is Device.CUDA and n != "torch"
                and (not names or n in names)]
-    extra = EXTRA if not names or "radix" in names else []
+    extra = (EXTRA if not names or "radix" in names else []) + (FILTERED_EXTRA if not names or "filtered" in names else [])
     cases = [(impl, shape) for impl in kernels for shape in SHAPES] + extra
     failures = sum(not run_case(impl, *shape) for impl, shape in cases)
     if not names or "read_floor" in names:

@@ -72,3 +72,10 @@ def test_filtered_phases_reads_the_trace_lines():
     assert "slow row 264 (cta 0)" in lines[1]
     assert lines[-1].startswith("  busiest cta 0: 124.0 us")
     assert phases.summary([], ghz=1.98) == ["no trace lines"]
+    # The current format adds the sample's loads, the refinements and each row's global-timer span.
+    longer = phases.parse("filtered row 2 cta 2 n 65536 c 3012 m 0 fallback 0 cycles sample 1980 stream 19800 "
+                          "select 3960 load 990 refine 1980 ns 5000 17000\n")
+    assert (longer[0].load, longer[0].refine, longer[0].start_ns, longer[0].end_ns) == (990, 1980, 5000, 17000)
+    assert "sample loads 0.5, select refinements 1.0, output 1.0; first row start to last row end 12.0 us" in \
+        phases.summary(longer, ghz=1.98)[1]
+

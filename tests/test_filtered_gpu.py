@@ -25,7 +25,7 @@ FIXED, RAGGED = LengthMode.FIXED, LengthMode.RAGGED
 
 
 def sample_positions(n: int, k: int, defines: dict[str, int]) -> torch.Tensor:
-    """The indices kernels/filtered.cu samples in a row of length n (its sample_threshold)."""
+    """The indices kernels/filtered.cu samples in a row of length n (its SamplePlan) in a build."""
     block = defines["FILTERED_BLOCK"]
     want = max(-(-defines["FILTERED_SAMPLE_HITS"] * n // k), defines["FILTERED_MIN_SAMPLE"])
     groups = min(-(-want // 32), defines["FILTERED_GROUPS_PER_WARP"] * (block // 32))
@@ -34,12 +34,21 @@ def sample_positions(n: int, k: int, defines: dict[str, int]) -> torch.Tensor:
     return (starts.unsqueeze(1) + torch.arange(32)).flatten()
 
 
-def trapped_rows(rows: int, width: int, k: int, trap: str, seed: int = 0) -> torch.Tensor:
-    """Normal scores, except at the sampled positions: there distinct values far above every other
-    score ('high': the sample aims too high, fewer than k elements reach its threshold) or far below
-    ('low': nearly the whole row passes it and the buffer overflows)."""
+def launch_build(rows: int, width: int, k: int) -> dict[str, int]:
+    """The defines of the build a default Filtered launch picks for this shape on this GPU."""
+    impl = Filtered()
+    sms = int(loader.device_properties(torch.cuda.current_device())["multiProcessorCount"])
+    return impl.build_defines(impl.plan(rows, width, k, sms=sms).build)
+
+
+def trapped_rows(rows: int, width: int, k: int, trap: str, seed: int = 0, build: str | None = None) -> torch.Tensor:
+    """Normal scores, except at the sampled positions (of `build`, else of the build a launch of
+    these rows picks): there distinct values far above every other score ('high': the sample aims
+    too high, fewer than k elements reach its threshold) or far below ('low': nearly the whole row
+    passes it and the buffer overflows)."""
     logits = make_workload(WorkloadSpec(rows=rows, seq_len=width, k=k, seed=seed), "cuda").logits.clone()
-    pos = sample_positions(width, k, Filtered.defines).to("cuda")
+    defines = Filtered().build_defines(build) if build else launch_build(rows, width, k)
+    pos = sample_positions(width, k, defines).to("cuda")
     spread = torch.rand((rows, pos.numel()), device="cuda")
     logits[:, pos] = (100.0 + spread) if trap == "high" else (-100.0 - spread)
     return logits
@@ -60,7 +69,7 @@ def test_a_plateau_with_a_sampled_stray_value():
     k, width = 2048, 163840
     w = make_workload(WorkloadSpec(rows=4, seq_len=width, k=k, distribution=Distribution.RELU_PLATEAU, seed=9), "cuda")
     logits = w.logits.clone()
-    pos = sample_positions(width, k, Filtered.defines).to("cuda")
+    pos = sample_positions(width, k, launch_build(4, width, k)).to("cuda")
     logits[:, pos[17]] = 1e-6
     logits[1, pos[-1]] = -1e-6
     lengths = torch.full((4,), width, dtype=torch.int32, device="cuda")
@@ -77,29 +86,62 @@ def test_k_around_the_sampled_limit(k, dist):
     run_checked(Filtered(), w.logits, w.lengths_arg, k)
 
 
-def test_one_persistent_launch_over_rows_of_every_kind():
+@pytest.mark.parametrize("prefetch", [1, 0])
+@pytest.mark.parametrize("width,build", [(40963, "wide"), (32749, "short")])
+def test_one_persistent_launch_over_rows_of_every_kind(prefetch, width, build):
     # More rows than CTAs, each CTA walking rows whose paths differ: normal (buffer), ReLU plateau
     # and constant (plateau ties from the row), lsb10 (buffer overflow), sample traps, rows shorter
-    # than the sampled minimum and rows of length <= k.
-    k, width = 2048, 40963
+    # than the sampled minimum and rows of length <= k. With the prefetch, a CTA's next sampled row's
+    # sample is staged while it works on the current one (short rows in between are skipped).
+    k = 2048
+    impl = Filtered(defines={"FILTERED_PREFETCH": prefetch})
     sms = int(loader.device_properties(torch.cuda.current_device())["multiProcessorCount"])
-    grid = sms * Filtered.defines["FILTERED_MIN_BLOCKS"]
     kinds = [make_workload(WorkloadSpec(rows=8, seq_len=width, k=k, distribution=d, seed=7), "cuda").logits
              for d in (Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.CONSTANT, Distribution.LSB10,
                        Distribution.SUBNORMAL_MIN, Distribution.SPECIALS)]
-    kinds += [trapped_rows(8, width, k, "high"), trapped_rows(8, width, k, "low")]
+    kinds += [trapped_rows(8, width, k, "high", build=build), trapped_rows(8, width, k, "low", build=build)]
     block = torch.cat(kinds)  # 64 rows
-    repeats = -(-(2 * grid + 5) // block.shape[0])
-    logits = block.repeat(repeats, 1)
+    grid = 4 * sms  # the largest persistent grid (the short build's)
+    logits = block.repeat(-(-(2 * grid + 5) // block.shape[0]), 1)
     rows = logits.shape[0]
-    assert rows > 2 * grid
+    plan = impl.plan(rows, width, k, sms=sms)
+    assert plan.build == build and rows > 2 * plan.grid, plan
     gen = torch.Generator(device="cuda")
     gen.manual_seed(11)
     lengths = torch.randint(int(0.8 * width), width + 1, (rows,), generator=gen, device="cuda", dtype=torch.int32)
     lengths[::7] = torch.randint(0, k + 1, (len(range(0, rows, 7)),), generator=gen, device="cuda", dtype=torch.int32)
     lengths[3::11] = 5000  # long enough for k, too short for the sample
-    out = run_checked(Filtered(), logits, lengths, k)
+    out = run_checked(impl, logits, lengths, k)
     assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
+
+
+@pytest.mark.parametrize("step", [1 / 2000, 1 / 200, 1 / 20, 0.0])
+@pytest.mark.parametrize("rows,width", [(3, 131075), (300, 40961)])
+def test_ties_in_the_k_th_bucket(step, rows, width):
+    # Normal scores on a grid of `step` (0: unrounded): near the k-th value a few (1/2000), some
+    # tens (1/200) or a few hundred (1/20) elements share each value. The buffer's 11-bit bucket of
+    # the k-th then holds several values with ties (finished by ranking its elements), one value
+    # with ties, or more elements than the ranking takes (the radix and index refinements).
+    k = 2048
+    logits = make_workload(WorkloadSpec(rows=rows, seq_len=width, k=k, seed=8), "cuda").logits.clone()
+    if step:
+        logits = torch.round(logits / step) * step
+    lengths = torch.full((rows,), width, dtype=torch.int32, device="cuda")
+    out = run_checked(Filtered(), logits, None, k)
+    assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
+
+
+@pytest.mark.parametrize("capacity,width", [(8192, 300007), (4096, 140001)])
+@pytest.mark.parametrize("dist", [Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.TIE_HEAVY],
+                         ids=lambda d: d.value)
+def test_rows_longer_than_one_output_window(capacity, width, dist):
+    # The output's bitmap covers 32 x capacity indices a window: longer rows take several windows
+    # (and a plateau's ties from the row are placed across them).
+    k = 2048
+    impl = Filtered(defines={"FILTERED_CAPACITY": capacity})
+    w = make_workload(WorkloadSpec(rows=3, seq_len=width, k=k, distribution=dist, length_mode=RAGGED, seed=5), "cuda")
+    out = run_checked(impl, w.logits, w.lengths_arg, k)
+    assert torch.equal(out.cpu(), promised_output(w.logits, w.lengths, k))
 
 
 def test_graph_replays_with_new_lengths_and_scores():
@@ -116,6 +158,38 @@ def test_graph_replays_with_new_lengths_and_scores():
                                            seed=20 + step), "cuda")
         logits.copy_(fresh.logits)
         lengths.copy_(torch.randint(0, width + 1, (rows,), generator=gen, device="cuda", dtype=torch.int32))
+        poison(runner.output)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(runner.result().cpu(), promised_output(logits, lengths, k)), dist
+
+
+@pytest.mark.parametrize("rows,width", [(1, 131075), (5, 98311), (40, 65539)])
+def test_rows_split_over_ctas_replay_with_new_lengths_and_scores(rows, width):
+    # Fewer rows than CTA slots: each row is split over several CTAs, whose candidates meet in a
+    # per-row workspace; the last part selects and resets the row's counters. Replays with new
+    # scores of every path (buffer, plateau ties, overflow, a lying sample) and new lengths
+    # (rows <= k and rows too short for the sample, which one part handles alone).
+    k = 2048
+    w = make_workload(WorkloadSpec(rows=rows, seq_len=width, k=k, seed=6), "cuda")
+    logits, lengths = w.logits.clone(), torch.full((rows,), width, dtype=torch.int32, device="cuda")
+    runner = Filtered().prepare(logits, lengths, k)
+    assert runner.plan.parts > 1, runner.plan
+    graph = _capture(runner)
+    gen = torch.Generator(device="cuda")
+    for step, dist in enumerate((Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.LSB10,
+                                 Distribution.TIE_HEAVY, Distribution.SPECIALS, "high", "low")):
+        gen.manual_seed(step)
+        if isinstance(dist, str):
+            logits.copy_(trapped_rows(rows, width, k, dist, seed=step))
+            lengths.fill_(width)
+        else:
+            logits.copy_(make_workload(WorkloadSpec(rows=rows, seq_len=width, k=k, distribution=dist,
+                                                    seed=30 + step), "cuda").logits)
+            lengths.copy_(torch.randint(0, width + 1, (rows,), generator=gen, device="cuda", dtype=torch.int32))
+            lengths[0] = width
+            if rows > 2:
+                lengths[1] = 5000
         poison(runner.output)
         graph.replay()
         torch.cuda.synchronize()

@@ -23,6 +23,7 @@ import subprocess
 import pytest
 
 from topkbench.cuda import loader
+from topkbench.cuda.one_cta import Filtered
 from topkbench.cuda.variants import compile_variants
 
 NVCC = shutil.which("nvcc")
@@ -31,6 +32,7 @@ needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 _FUNCTION = re.compile(r"Compiling entry function '([^']+)'")
 _SPILLS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _REGISTERS = re.compile(r"Used (\d+) registers")
+_SMEM = re.compile(r"(\d+) bytes smem")
 #: A PTX instruction with the flush-to-zero modifier (add.ftz.f32, setp.nan.ftz.f32, cvt.rn.ftz...).
 _FTZ = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][a-z0-9]*(?:\.[a-z0-9]+)*\.ftz(?:\.[a-z0-9]+)*)\b", re.MULTILINE)
 #: Options that turn on flush-to-zero or other non-IEEE float behaviour.
@@ -55,6 +57,8 @@ def parse_ptxas_report(text: str) -> dict[str, dict[str, int]]:
             report[current].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
         elif current is not None and (m := _REGISTERS.search(line)):
             report[current]["registers"] = int(m.group(1))
+            if (m := _SMEM.search(line)):
+                report[current]["smem"] = int(m.group(1))
     return report
 
 
@@ -68,7 +72,8 @@ def test_parse_ptxas_report_reads_spills():
             "ptxas info    : Function properties for f\n"
             "    48 bytes stack frame, 44 bytes spill stores, 76 bytes spill loads\n"
             "ptxas info    : Used 64 registers, used 1 barriers, 41120 bytes smem\n")
-    assert parse_ptxas_report(text) == {"f": {"stack": 48, "spill_stores": 44, "spill_loads": 76, "registers": 64}}
+    assert parse_ptxas_report(text) == {"f": {"stack": 48, "spill_stores": 44, "spill_loads": 76, "registers": 64,
+                                              "smem": 41120}}
 
 
 def test_ftz_instructions_are_found():
@@ -131,3 +136,17 @@ def test_kernel_has_no_flush_to_zero_instruction(pair, tmp_path):
     found = ftz_instructions(ptx_path.read_text(encoding="utf-8"))
     assert not found, (f"{_variant_id(pair)} has flush-to-zero instructions under CuPy's -ftz=true: {found}; "
                        "build keys from the float's bits with integer operations (topk::float_key)")
+
+
+@needs_nvcc
+@pytest.mark.parametrize("build", sorted(Filtered.builds))
+def test_filtered_ctas_fit_an_sm(build, tmp_path):
+    # FILTERED_MIN_BLOCKS CTAs per SM (__launch_bounds__ and the grids assume it): static shared
+    # memory (ptxas) plus the dynamic buffer and sample staging (one_cta.Filtered), and the 1 KB the
+    # driver reserves per CTA, within an H100/H200 SM's 228 KB.
+    defines = Filtered().build_defines(build)
+    proc = _compile(("filtered.cu", defines), tmp_path, "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "out.cubin"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    static = parse_ptxas_report(proc.stdout + proc.stderr)["filtered_topk"]["smem"]
+    per_cta = static + Filtered.dynamic_shared_bytes(defines) + 1024
+    assert defines["FILTERED_MIN_BLOCKS"] * per_cta <= 228 * 1024, per_cta

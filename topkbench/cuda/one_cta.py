@@ -12,8 +12,9 @@ and the order depend on scheduling), so that one sweep measures what determinism
 All accept any k and any width up to 2**31 - 1 (indices are int32); rows of length <= k get the
 contract's 0..n-1, -1... layout. ``prepare`` compiles the kernel (once per process and define set)
 and allocates the output and, for large_context, a byte-per-element workspace (filtered: it opts in
-to 64 KB of dynamic shared memory and sizes its persistent grid), so that ``run()`` is a single
-launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
+to 80 KB of dynamic shared memory and sizes its grid, persistent over the rows or, for fewer rows
+than CTA slots, several CTAs a row with a per-row candidate workspace), so that ``run()`` is a
+single launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
 
 ``PerRow(defines={...})``, ``LargeContext(defines={...})`` and ``Filtered(defines={...})`` override
 some of the kernel's compile-time knobs (block size, capacities, the unrolls, *_EARLY_TIES...) for
@@ -23,6 +24,8 @@ kernels.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -55,6 +58,9 @@ class _OneCtaKernel(Implementation):
     deterministic_define: ClassVar[str | None]
     early_ties_define: ClassVar[str]
 
+    #: The defines given to the constructor (timing variants and tests).
+    overrides: Mapping[str, int] = {}
+
     def __init__(self, *, defines: Mapping[str, int] | None = None) -> None:
         """``defines`` overrides some of the class's compile-time knobs (timing variants, tests)."""
         if defines:
@@ -62,6 +68,7 @@ class _OneCtaKernel(Implementation):
             if unknown:
                 raise ValueError(f"{self.name}: unknown defines {unknown}; known: {sorted(type(self).defines)}")
             self.defines = {**type(self).defines, **defines}
+            self.overrides = dict(defines)
             self.block = int(self.defines[self.block_define])
             if self.deterministic_define is not None:
                 self.deterministic = bool(self.defines[self.deterministic_define])
@@ -134,11 +141,21 @@ class LargeContext(_OneCtaKernel):
         return loader.KernelRunner(self._kernel(logits), (rows,), (self.block,), args, out, (logits, lengths, work))
 
 
+@dataclass(frozen=True)
+class FilteredPlan:
+    """A filtered launch: the build (a key of Filtered.builds), CTAs per row (1: a persistent grid
+    over the rows) and the grid."""
+
+    build: str
+    parts: int
+    grid: int
+
+
 class Filtered(_OneCtaKernel):
     name = "filtered"
     summary = ("one read of each score: a sampled threshold, one streaming pass into a shared-memory "
-               "buffer, exact selection there (rescanning fallback); persistent grid; lowest-index ties, "
-               "output in index order")
+               "buffer, exact selection there (rescanning fallback); persistent grid, or several CTAs a "
+               "row for few rows; lowest-index ties, output in index order")
     deterministic = True
     source = "filtered.cu"
     function = "filtered_topk"
@@ -148,22 +165,89 @@ class Filtered(_OneCtaKernel):
     early_ties_define = "FILTERED_EARLY_TIES"
     defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 4,
                "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128, "FILTERED_MIN_SAMPLE": 1024,
-               "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_FINAL_UNROLL": 2,
-               "FILTERED_EARLY_TIES": 1, "FILTERED_TRACE": 0}
+               "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128, "FILTERED_PREFETCH": 1,
+               "FILTERED_MAX_PARTS": 8, "FILTERED_MIN_PART_LENGTH": 16384,
+               "FILTERED_FINAL_UNROLL": 2, "FILTERED_EARLY_TIES": 1, "FILTERED_TRACE": 0}
+    #: The builds a launch picks from (plan), as overrides of ``defines``:
+    #: - wide: two 512-thread CTAs an SM, a persistent grid over many rows of any length;
+    #: - split: one 1024-thread CTA an SM, for few rows split over several CTAs each (a part's
+    #:   sample and merge cost the same at any block size; its stream is faster with more threads);
+    #: - short: four 256-thread CTAs an SM and half the buffer, for many rows of at most
+    #:   SHORT_ROW_WIDTH (four rows an SM at different phases hide more of each row's sample and
+    #:   selection; at that width the sample is uncapped, so 1.2-1.9 k candidates fit 4096 slots).
+    builds: ClassVar[Mapping[str, Mapping[str, int]]] = {
+        "wide": {},
+        "split": {"FILTERED_BLOCK": 1024, "FILTERED_MIN_BLOCKS": 1},
+        "short": {"FILTERED_BLOCK": 256, "FILTERED_MIN_BLOCKS": 4, "FILTERED_CAPACITY": 4096},
+    }
+    SHORT_ROW_WIDTH = 32768
+
+    @classmethod
+    def compile_variants(cls) -> list[tuple[str, dict[str, int]]]:
+        return [*super().compile_variants(), *((cls.source, {**cls.defines, **b}) for b in cls.builds.values())]
+
+    def build_defines(self, build: str) -> dict[str, int]:
+        """A build's defines: the build's overrides, then this instance's (timing variants and tests
+        override every build alike)."""
+        return {**type(self).defines, **self.builds[build], **self.overrides}
+
+    def kernel_hash(self) -> str | None:
+        """One hash over every build a launch may pick."""
+        parts = [loader.kernel_hash(self.source, self.build_defines(b)) for b in sorted(self.builds)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def plan(self, rows: int, width: int, k: int, *, sms: int) -> FilteredPlan:
+        """The build and grid for a launch. At most half as many rows as a build's CTA slots (SMs x
+        its FILTERED_MIN_BLOCKS; the split build's first, then the wide one's) split each row over
+        as many CTAs as the slots allow (at most FILTERED_MAX_PARTS, each part at least
+        FILTERED_MIN_PART_LENGTH scores), one CTA per part. Otherwise a persistent grid over the
+        rows: the short build when every CTA slot of it gets a row of at most SHORT_ROW_WIDTH (and
+        k fits its buffer's sampled path), the wide one else."""
+        for build in ("split", "wide"):
+            d = self.build_defines(build)
+            parts = min(sms * int(d["FILTERED_MIN_BLOCKS"]) // max(rows, 1), int(d["FILTERED_MAX_PARTS"]),
+                        width // int(d["FILTERED_MIN_PART_LENGTH"]))
+            if parts >= 2:
+                return FilteredPlan(build, parts, rows * parts)
+        short = self.build_defines("short")
+        short_slots = sms * int(short["FILTERED_MIN_BLOCKS"])
+        if rows >= short_slots and width <= self.SHORT_ROW_WIDTH and 2 * k <= int(short["FILTERED_CAPACITY"]):
+            return FilteredPlan("short", 1, short_slots)
+        wide = self.build_defines("wide")
+        return FilteredPlan("wide", 1, max(1, min(rows, sms * int(wide["FILTERED_MIN_BLOCKS"]))))
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape
         out = torch.empty((rows, k), dtype=torch.int32, device=logits.device)
-        # Persistent: as many CTAs as fit at once (launch bounds), each looping over rows.
         device_index = loader.device_index(logits)
         sms = int(loader.device_properties(device_index)["multiProcessorCount"])
-        grid = max(1, min(rows, sms * int(self.defines["FILTERED_MIN_BLOCKS"])))
+        plan = self.plan(rows, width, k, sms=sms)
+        defines = self.build_defines(plan.build)
+        workspace: tuple[torch.Tensor | None, ...] = (None, None, None)
+        if plan.parts > 1:
+            # Per row: the counters {candidates, ties, parts arrived, unused} (zero between launches:
+            # the row's last part resets them) and the parts' appended candidates, keys then indices.
+            capacity = int(defines["FILTERED_CAPACITY"])
+            workspace = (torch.zeros((rows, 4), dtype=torch.int32, device=logits.device),
+                         torch.empty((rows, capacity), dtype=torch.int32, device=logits.device),
+                         torch.empty((rows, capacity), dtype=torch.int32, device=logits.device))
         args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths), np.int32(rows),
-                np.int32(width), np.int32(k), loader.pointer(out))
-        kernel = self._kernel(logits)
-        buffer_bytes = 8 * int(self.defines["FILTERED_CAPACITY"])  # the candidate buffer: a key and an index a slot
-        loader.allow_dynamic_shared(kernel, buffer_bytes, device_index)
-        return loader.KernelRunner(kernel, (grid,), (self.block,), args, out, (logits, lengths), shared_mem=buffer_bytes)
+                np.int32(width), np.int32(k), loader.pointer(out), np.int32(plan.parts),
+                *(loader.pointer(t) for t in workspace))
+        kernel = loader.get_kernel(self.source, self.function, defines, device_index=device_index)
+        dynamic_bytes = self.dynamic_shared_bytes(defines)
+        loader.allow_dynamic_shared(kernel, dynamic_bytes, device_index)
+        runner = loader.KernelRunner(kernel, (plan.grid,), (int(defines["FILTERED_BLOCK"]),), args, out,
+                                     (logits, lengths, *workspace), shared_mem=dynamic_bytes)
+        runner.plan = plan  # test failures name it
+        return runner
+
+    @staticmethod
+    def dynamic_shared_bytes(defines: Mapping[str, int]) -> int:
+        """A build's dynamic shared memory (kernels/filtered.cu): the candidate buffer, a key and an
+        index a slot, then the sample's staging area, 32 scores a group."""
+        warps = int(defines["FILTERED_BLOCK"]) // 32
+        return 8 * int(defines["FILTERED_CAPACITY"]) + 4 * 32 * int(defines["FILTERED_GROUPS_PER_WARP"]) * warps
 
 
 class PerRowNondet(PerRow):
