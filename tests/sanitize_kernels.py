@@ -31,7 +31,7 @@ SHAPES = [  # rows, width, k, distribution, length mode, row stride
     (200, 700, 16, D.SPECIALS, M.RAGGED, None),
     (5, 1000, 2048, D.TIE_HEAVY, M.RAGGED, None),
     (3, 30001, 1000, D.SUBNORMAL_ZEROS, M.RAGGED, 30003),
-    (3, 40963, 2048, D.NORMAL, M.RAGGED, 40966),  # filtered's sampled path, each row split over CTAs
+    (3, 49157, 2048, D.NORMAL, M.RAGGED, 49160),  # filtered's sampled path, each row split over CTAs
 ]
 #: radix with a small shared-memory key budget, so that most keys stream from global memory, and
 #: with many CTAs per row (the deterministic exchange between them).
@@ -40,7 +40,7 @@ EXTRA = [(RadixTopk(smem_key_limit=1000), (3, 12000, 300, D.LSB10, M.RAGGED, Non
          (RadixTopk(min_keys_per_cta=256), (2, 20011, 700, D.SUBNORMAL_MIN, M.RAGGED, None))]
 #: filtered on its persistent grids (the wide build's, and the short build's 256-thread CTAs
 #: forced): more rows than CTAs, the next row's sample staged (cp.async) while the current row
-#: streams and selects. Its split rows are the 40963-wide case above.
+#: streams and selects. Its split rows are the 49157-wide case above.
 FILTERED_EXTRA = [(Filtered(), (270, 8209, 2048, D.NORMAL, M.FIXED, 8211)),
                   (Filtered(defines=dict(Filtered.builds["short"])), (540, 8209, 2048, D.NORMAL, M.FIXED, None))]
 

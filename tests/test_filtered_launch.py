@@ -15,11 +15,14 @@ from topkbench.cuda.one_cta import Filtered
     (512, 32768, 2048, ("wide", 1, 264)),     # fewer rows than the short build's slots
     (256, 131072, 2048, ("wide", 1, 256)),
     (132, 131072, 2048, ("wide", 2, 264)),    # one 1024-thread CTA a row: two 512-thread parts instead
+    (128, 98304, 2048, ("wide", 1, 128)),     # the wide build splits from 131072 only
+    (64, 32768, 2048, ("wide", 1, 64)),       # the split build from 49152 only
+    (32, 49152, 2048, ("split", 3, 96)),
     (64, 131072, 2048, ("split", 2, 128)),
     (32, 131072, 2048, ("split", 4, 128)),
     (8, 131072, 2048, ("split", 8, 64)),      # FILTERED_MAX_PARTS
     (1, 131072, 2048, ("split", 8, 8)),
-    (32, 40000, 2048, ("split", 2, 64)),      # a third part would be shorter than 16384
+    (8, 65000, 2048, ("split", 3, 24)),       # a fourth part would be shorter than 16384
     (16, 16384, 2048, ("wide", 1, 16)),       # too short to split
 ])
 def test_plan_picks_the_build_and_grid(rows, width, k, expected):

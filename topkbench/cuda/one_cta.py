@@ -181,6 +181,12 @@ class Filtered(_OneCtaKernel):
         "short": {"FILTERED_BLOCK": 256, "FILTERED_MIN_BLOCKS": 4, "FILTERED_CAPACITY": 4096},
     }
     SHORT_ROW_WIDTH = 32768
+    #: The builds that may split rows, in the order tried, and the narrowest width each splits.
+    #: Measured on the H200 (dsv32-decode, run 86b3): two parts of a 32768-wide row cost more in
+    #: the merge than they save in the stream (0.94-0.96x the unsplit time, split build), and the
+    #: wide build's two parts a row lose up to 65536 (0.81-0.90x at 128 rows), break even at
+    #: 98304 and win from 131072 (1.09-1.13x).
+    SPLIT_MIN_WIDTH: ClassVar[Mapping[str, int]] = {"split": 49152, "wide": 131072}
 
     @classmethod
     def compile_variants(cls) -> list[tuple[str, dict[str, int]]]:
@@ -198,16 +204,17 @@ class Filtered(_OneCtaKernel):
 
     def plan(self, rows: int, width: int, k: int, *, sms: int) -> FilteredPlan:
         """The build and grid for a launch. At most half as many rows as a build's CTA slots (SMs x
-        its FILTERED_MIN_BLOCKS; the split build's first, then the wide one's) split each row over
-        as many CTAs as the slots allow (at most FILTERED_MAX_PARTS, each part at least
-        FILTERED_MIN_PART_LENGTH scores), one CTA per part. Otherwise a persistent grid over the
+        its FILTERED_MIN_BLOCKS; the split build's first, then the wide one's), each at least
+        SPLIT_MIN_WIDTH[build] wide, split each row over as many CTAs as the slots allow (at most
+        FILTERED_MAX_PARTS, each part at least FILTERED_MIN_PART_LENGTH scores), one CTA per part.
+        Otherwise a persistent grid over the
         rows: the short build when every CTA slot of it gets a row of at most SHORT_ROW_WIDTH (and
         k fits its buffer's sampled path), the wide one else."""
-        for build in ("split", "wide"):
+        for build, min_width in self.SPLIT_MIN_WIDTH.items():
             d = self.build_defines(build)
             parts = min(sms * int(d["FILTERED_MIN_BLOCKS"]) // max(rows, 1), int(d["FILTERED_MAX_PARTS"]),
                         width // int(d["FILTERED_MIN_PART_LENGTH"]))
-            if parts >= 2:
+            if parts >= 2 and width >= min_width:
                 return FilteredPlan(build, parts, rows * parts)
         short = self.build_defines("short")
         short_slots = sms * int(short["FILTERED_MIN_BLOCKS"])
