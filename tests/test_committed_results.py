@@ -16,8 +16,9 @@ MAIN_RUN = H100 / "dsv32-decode-242e9613-20261125T104124-d049.parquet"
 MODULE = ROOT / "topkbench" / "heuristics" / "nvidia-h100-80gb-hbm3.py"
 #: The full dsv32-decode grid (built-in kernels), and its k=2048 slice measured again with filtered
 #: and FlashInfer: the fit takes the newest run at each point.
-H200_RUNS = [ROOT / "results" / "nvidia-h200" / "dsv32-decode-a74542a7-20261128T110547-142a.parquet",
-             ROOT / "results" / "nvidia-h200" / "dsv32-decode-1eeda980-20261128T130337-43aa.parquet"]
+H200_RUNS = [ROOT / "results" / "nvidia-h200" / f"dsv32-decode-{run}.parquet"
+             for run in ("a74542a7-20261128T110547-142a", "1eeda980-20261128T130337-43aa",
+                         "1eeda980-20261128T142437-86b3", "1eeda980-20261128T143334-3e5a")]
 H200_MODULE = ROOT / "topkbench" / "heuristics" / "nvidia-h200.py"
 CPU_RUNS = ROOT / "results" / "cpu-amd-epyc"
 CPU_MODULE = ROOT / "topkbench" / "heuristics" / "cpu-amd-epyc.py"

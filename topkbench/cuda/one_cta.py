@@ -182,10 +182,12 @@ class Filtered(_OneCtaKernel):
     }
     SHORT_ROW_WIDTH = 32768
     #: The builds that may split rows, in the order tried, and the narrowest width each splits.
-    #: Measured on the H200 (dsv32-decode, run 86b3): two parts of a 32768-wide row cost more in
-    #: the merge than they save in the stream (0.94-0.96x the unsplit time, split build), and the
-    #: wide build's two parts a row lose up to 65536 (0.81-0.90x at 128 rows), break even at
-    #: 98304 and win from 131072 (1.09-1.13x).
+    #: Measured on the H200 (dsv32-decode runs 86b3, split at 32768 and up, and 3e5a, the same
+    #: points unsplit): split build, two parts of a 32768-wide row within 4% of the unsplit time
+    #: either way (they cost in the merge what they save in the stream); wide build,
+    #: two parts a row at 128 rows were 0.86x the unsplit time at 32768, 0.95x at 49152, 0.98x at
+    #: 65536, 1.04x at 98304 (left unsplit: one measurement, within the noise) and 1.09-1.13x
+    #: faster than the unsplit kernel before from 131072.
     SPLIT_MIN_WIDTH: ClassVar[Mapping[str, int]] = {"split": 49152, "wide": 131072}
 
     @classmethod
