@@ -11,10 +11,11 @@ and the order depend on scheduling), so that one sweep measures what determinism
 
 All accept any k and any width up to 2**31 - 1 (indices are int32); rows of length <= k get the
 contract's 0..n-1, -1... layout. ``prepare`` compiles the kernel (once per process and define set)
-and allocates the output and, for large_context, a byte-per-element workspace (filtered: it opts in
-to 80 KB of dynamic shared memory and sizes its grid, persistent over the rows or, for fewer rows
-than CTA slots, several CTAs a row with a per-row candidate workspace), so that ``run()`` is a
-single launch on torch's current stream: CUDA-graph capturable, no sync, no allocation.
+and allocates the output and, for large_context, a byte-per-element workspace (filtered: it picks
+one of three builds, opts in to that build's 40-96 KB of dynamic shared memory and sizes its
+grid, persistent over the rows or, for few rows, several CTAs a row with a per-row candidate
+workspace), so that ``run()`` is a single launch on torch's current stream: CUDA-graph
+capturable, no sync, no allocation.
 
 ``PerRow(defines={...})``, ``LargeContext(defines={...})`` and ``Filtered(defines={...})`` override
 some of the kernel's compile-time knobs (block size, capacities, the unrolls, *_EARLY_TIES...) for
