@@ -89,8 +89,10 @@ class _OneCtaKernel(Implementation):
     def kernel_hash(self) -> str | None:
         return loader.kernel_hash(self.source, self.defines)
 
-    def _kernel(self, logits: torch.Tensor) -> Any:
-        return loader.get_kernel(self.source, self.function, self.defines, device_index=logits.device.index)
+    def _kernel(self, logits: torch.Tensor, defines: Mapping[str, int] | None = None) -> Any:
+        """The compiled kernel for logits' device: this instance's defines, or a build's."""
+        return loader.get_kernel(self.source, self.function, self.defines if defines is None else defines,
+                                 device_index=loader.device_index(logits))
 
 
 class PerRow(_OneCtaKernel):
@@ -210,9 +212,8 @@ class Filtered(_OneCtaKernel):
         its FILTERED_MIN_BLOCKS; the split build's first, then the wide one's), each at least
         SPLIT_MIN_WIDTH[build] wide, split each row over as many CTAs as the slots allow (at most
         FILTERED_MAX_PARTS, each part at least FILTERED_MIN_PART_LENGTH scores), one CTA per part.
-        Otherwise a persistent grid over the
-        rows: the short build when every CTA slot of it gets a row of at most SHORT_ROW_WIDTH (and
-        k fits its buffer's sampled path), the wide one else."""
+        Otherwise a persistent grid over the rows: the short build when every CTA slot of it gets a
+        row of at most SHORT_ROW_WIDTH (and k fits its buffer's sampled path), the wide one else."""
         for build, min_width in self.SPLIT_MIN_WIDTH.items():
             d = self.build_defines(build)
             parts = min(sms * int(d["FILTERED_MIN_BLOCKS"]) // max(rows, 1), int(d["FILTERED_MAX_PARTS"]),
@@ -244,7 +245,7 @@ class Filtered(_OneCtaKernel):
         args = (loader.pointer(logits), np.int64(logits.stride(0)), loader.pointer(lengths), np.int32(rows),
                 np.int32(width), np.int32(k), loader.pointer(out), np.int32(plan.parts),
                 *(loader.pointer(t) for t in workspace))
-        kernel = loader.get_kernel(self.source, self.function, defines, device_index=device_index)
+        kernel = self._kernel(logits, defines)
         dynamic_bytes = self.dynamic_shared_bytes(defines)
         loader.allow_dynamic_shared(kernel, dynamic_bytes, device_index)
         runner = loader.KernelRunner(kernel, (plan.grid,), (int(defines["FILTERED_BLOCK"]),), args, out,
