@@ -49,12 +49,13 @@ class Variant:
     name: str
     impl_name: str
     defines: dict[str, int] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # constructor keywords (filtered's build)
     impl: Implementation | None = None
     failed: str = ""  # why it is not timed
 
     @property
     def label(self) -> str:
-        extra = ",".join(f"{k}={v}" for k, v in self.defines.items())
+        extra = ",".join(f"{k}={v}" for k, v in {**self.options, **self.defines}.items())
         return self.impl_name + (":" + extra if extra else "")
 
 
@@ -69,33 +70,43 @@ def parse_shape(text: str) -> tuple[int, int]:
 
 
 def parse_variant(text: str) -> Variant:
-    """NAME=IMPL[:DEFINE=VALUE,...]; a bare IMPL names itself."""
+    """NAME=IMPL[:DEFINE=VALUE,...]; a bare IMPL names itself. A lower-case key is a constructor
+    option instead of a define (``filtered:build=wide``)."""
     name, sep, spec = text.partition("=")
     if not sep:
         name, spec = text.split(":", 1)[0], text
     impl_name, _, define_text = spec.partition(":")
     defines: dict[str, int] = {}
+    options: dict[str, str] = {}
     for item in filter(None, define_text.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise argparse.ArgumentTypeError(f"define {item!r} in {text!r} is not KEY=VALUE")
+        if key.strip().islower():
+            options[key.strip()] = value.strip()
+            continue
         try:
             defines[key.strip()] = int(value, 0)
         except ValueError:
             raise argparse.ArgumentTypeError(f"define {item!r} in {text!r} needs an integer value") from None
     if not name or not impl_name:
         raise argparse.ArgumentTypeError(f"variant {text!r} is not NAME=IMPL[:DEFINE=VALUE,...]")
-    return Variant(name.strip(), impl_name.strip(), defines)
+    return Variant(name.strip(), impl_name.strip(), defines, options)
 
 
 def build(variant: Variant) -> Implementation:
     """A fresh instance of the variant's implementation class, with its defines."""
     cls = type(registry.get(variant.impl_name))
-    if not variant.defines:
+    if not variant.defines and not variant.options:
         return cls()
-    if "defines" not in inspect.signature(cls).parameters:
-        raise SystemExit(f"variant {variant.name}: {variant.impl_name} takes no defines")
-    return cls(defines=variant.defines)
+    parameters = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = dict(variant.options)
+    if variant.defines:
+        kwargs["defines"] = variant.defines
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown:
+        raise SystemExit(f"variant {variant.name}: {variant.impl_name} takes no {', '.join(unknown)}")
+    return cls(**kwargs)
 
 
 def adversarial_check(variant: Variant) -> str:
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     records.append({
                         "gpu": gpu, "rows": rows, "width": width, "k": k, "dist": dist.value,
                         "lengths": args.lengths.value, "variant": v.name, "impl": v.impl_name,
-                        "defines": ";".join(f"{a}={b}" for a, b in v.defines.items()),
+                        "defines": ";".join(f"{a}={b}" for a, b in {**v.options, **v.defines}.items()),
                         "kernel_hash": (v.impl.kernel_hash() or "") if v.impl else "",
                         "status": "ok" if s else status.get(v.name, v.failed),
                         "median_us": med, "p20_us": s.p20 if s else float("nan"),

@@ -32,6 +32,15 @@ def test_parse_variant(bench):
             bench.parse_variant(bad)
 
 
+def test_lower_case_keys_are_constructor_options(bench):
+    v = bench.parse_variant("w=filtered:build=wide,FILTERED_STAGED=0")
+    assert (v.defines, v.options) == ({"FILTERED_STAGED": 0}, {"build": "wide"})
+    impl = bench.build(v)
+    assert impl.forced_build == "wide" and impl.defines["FILTERED_STAGED"] == 0
+    with pytest.raises(SystemExit, match="build"):
+        bench.build(bench.parse_variant("x=large_context:build=wide"))
+
+
 def test_parse_shape(bench):
     assert bench.parse_shape("256x131072") == (256, 131072)
     for bad in ("256", "0x5", "ax4"):

@@ -49,3 +49,27 @@ def test_dynamic_shared_memory_of_each_build():
     # the buffer (a key and an index a slot), then the sample's staging (8 groups of 32 a warp)
     assert size == {"wide": 8 * 8192 + 4 * 32 * 8 * 16, "split": 8 * 8192 + 4 * 32 * 8 * 32,
                     "short": 8 * 4096 + 4 * 32 * 8 * 8}
+
+
+def test_rows_staged_whole_in_each_build():
+    # select_staged in kernels/filtered.cu: rows of n + 3 <= the dynamic shared memory's floats
+    staged = {b: Filtered.staged_width(Filtered().build_defines(b)) for b in Filtered.builds}
+    assert staged == {"wide": 2 * 8192 + 4096 - 3, "split": 2 * 8192 + 8192 - 3, "short": 2 * 4096 + 2048 - 3}
+    assert Filtered.staged_width(Filtered(defines={"FILTERED_STAGED": 0}).build_defines("wide")) == 0
+
+
+@pytest.mark.parametrize("build,rows,expected", [
+    ("wide", 1024, ("wide", 1, 264)),
+    ("short", 16, ("short", 1, 16)),
+    ("split", 300, ("split", 1, 132)),   # too many rows to split: the build's persistent grid
+    ("split", 8, ("split", 4, 32)),     # parts of at least 16384
+    ("wide", 8, ("wide", 1, 8)),         # the wide build splits from 131072 only
+])
+def test_a_forced_build(build, rows, expected):
+    plan = Filtered(build=build).plan(rows, 65536, 2048, sms=132)
+    assert (plan.build, plan.parts, plan.grid) == expected
+
+
+def test_an_unknown_build_is_refused():
+    with pytest.raises(ValueError, match="narrow"):
+        Filtered(build="narrow")

@@ -168,7 +168,7 @@ class Filtered(_OneCtaKernel):
     early_ties_define = "FILTERED_EARLY_TIES"
     defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 4,
                "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128, "FILTERED_MIN_SAMPLE": 1024,
-               "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128, "FILTERED_PREFETCH": 1,
+               "FILTERED_MIN_LENGTH": 8192, "FILTERED_STAGED": 1, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128, "FILTERED_PREFETCH": 1,
                "FILTERED_MAX_PARTS": 8, "FILTERED_MIN_PART_LENGTH": 16384,
                "FILTERED_FINAL_UNROLL": 2, "FILTERED_EARLY_TIES": 1, "FILTERED_TRACE": 0}
     #: The builds a launch picks from (plan), as overrides of ``defines``:
@@ -193,9 +193,29 @@ class Filtered(_OneCtaKernel):
     #: faster than the unsplit kernel before from 131072.
     SPLIT_MIN_WIDTH: ClassVar[Mapping[str, int]] = {"split": 49152, "wide": 131072}
 
+    #: The build every launch of this instance uses (None: plan picks one per shape).
+    forced_build: str | None = None
+
+    def __init__(self, *, defines: Mapping[str, int] | None = None, build: str | None = None) -> None:
+        """``build`` makes every launch use that build (timing experiments, tests): split over CTAs
+        where its split rule allows, else its persistent grid."""
+        super().__init__(defines=defines)
+        if build is not None:
+            if build not in self.builds:
+                raise ValueError(f"{self.name}: unknown build {build!r}; known: {sorted(self.builds)}")
+            self.forced_build = build
+
     @classmethod
     def compile_variants(cls) -> list[tuple[str, dict[str, int]]]:
         return [*super().compile_variants(), *((cls.source, {**cls.defines, **b}) for b in cls.builds.values())]
+
+    @staticmethod
+    def staged_width(defines: Mapping[str, int]) -> int:
+        """The longest row a build stages whole in its dynamic shared memory (select_staged in
+        kernels/filtered.cu): every float of it, less 3 for the row's alignment."""
+        if not int(defines["FILTERED_STAGED"]):
+            return 0
+        return Filtered.dynamic_shared_bytes(defines) // 4 - 3
 
     def build_defines(self, build: str) -> dict[str, int]:
         """A build's defines: the build's overrides, then this instance's (timing variants and tests
@@ -215,11 +235,16 @@ class Filtered(_OneCtaKernel):
         Otherwise a persistent grid over the rows: the short build when every CTA slot of it gets a
         row of at most SHORT_ROW_WIDTH (and k fits its buffer's sampled path), the wide one else."""
         for build, min_width in self.SPLIT_MIN_WIDTH.items():
+            if self.forced_build not in (None, build):
+                continue
             d = self.build_defines(build)
             parts = min(sms * int(d["FILTERED_MIN_BLOCKS"]) // max(rows, 1), int(d["FILTERED_MAX_PARTS"]),
                         width // int(d["FILTERED_MIN_PART_LENGTH"]))
             if parts >= 2 and width >= min_width:
                 return FilteredPlan(build, parts, rows * parts)
+        if self.forced_build is not None:
+            forced = self.build_defines(self.forced_build)
+            return FilteredPlan(self.forced_build, 1, max(1, min(rows, sms * int(forced["FILTERED_MIN_BLOCKS"]))))
         short = self.build_defines("short")
         short_slots = sms * int(short["FILTERED_MIN_BLOCKS"])
         if rows >= short_slots and width <= self.SHORT_ROW_WIDTH and 2 * k <= int(short["FILTERED_CAPACITY"]):
