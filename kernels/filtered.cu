@@ -3,8 +3,6 @@
 // for fewer rows than CTA slots, a row split over `parts` CTAs (see merge_parts).
 // docs/design.md section 4 describes the family.
 //
-// Rows that fit the dynamic shared memory (up to 20477 scores in the default build) are copied
-// there whole and selected in place (select_staged); longer rows take the sampled path:
 //   sample:  a few thousand scores in groups of 32 consecutive ones, spread evenly over the row
 //            (one 128-byte line per group, about 128 expected above the k-th value), copied to
 //            shared memory with cp.async; with FILTERED_PREFETCH the next row's copy is started
@@ -70,12 +68,7 @@
 #ifndef FILTERED_MIN_PART_LENGTH
 #define FILTERED_MIN_PART_LENGTH 16384
 #endif
-// 1: rows that fit the dynamic shared memory (n + 3 <= 2 x FILTERED_CAPACITY + the staging area's
-// floats) are copied there whole and selected in place (select_staged); 0: the sampled path.
-#ifndef FILTERED_STAGED
-#define FILTERED_STAGED 1
-#endif
-// Rows shorter than this (and not staged) skip the sample: the rescanning selection is used directly.
+// Rows shorter than this skip the sample: the rescanning selection is used directly.
 #ifndef FILTERED_MIN_LENGTH
 #define FILTERED_MIN_LENGTH 8192
 #endif
@@ -667,138 +660,6 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
     }
 }
 
-// A staged row: the whole row in the dynamic shared memory (the buffer and the sample's staging
-// area), copied with one cp.async a 16-byte vector, all in flight at once; then per_row's radix
-// select (a coarse 11-bit first digit, then 11-bit fp32 digits inside the chosen bucket's key
-// range) over shared memory, and one ordered pass over it that writes the selected set in
-// ascending index order. A short row's sampled path is a chain of latencies (the sample's
-// loads, then the stream's, then the selection), each as long as the row's whole copy here.
-// Element i is at word pad + i of the area, pad = (4 - head) % 4 for the row's scalar head, so
-// that the 16-byte vectors of the row land on 16-byte words. n + 3 <= kStageWords.
-constexpr int kStageWords = 2 * kCapacity + 32 * kMaxGroups;
-
-__device__ __noinline__ void select_staged(const float* __restrict__ x, int n, int* __restrict__ o, int k,
-                                              Shared& sh) {
-    const int tid = threadIdx.x;
-    const int head = topk::vector_head(x, n);
-    const int pad = (4 - head) & 3;
-    uint32_t* words = reinterpret_cast<uint32_t*>(candidate_buffer);
-    const int nvec = (n - head) >> 2;
-    const int tail0 = head + 4 * nvec;
-    for (int v = tid; v < nvec; v += kBlock) {
-        const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(words + pad + head + 4 * v));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(x + head + 4 * v) : "memory");
-    }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-    // The scalar head and tail (at most 3 + 3 elements), and the histogram, while the copy runs.
-    if (tid < head) {
-        words[pad + tid] = __float_as_uint(__ldg(x + tid));
-    } else if (tid < head + (n - tail0)) {
-        const int i = tail0 + (tid - head);
-        words[pad + i] = __float_as_uint(__ldg(x + i));
-    }
-    for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
-    wait_sample();
-    __syncthreads();
-
-    // The row as 16-byte words: word q holds elements 4 q - pad .. 4 q - pad + 3 (those in [0, n)).
-    uint4* quads = candidate_buffer;
-    const int nquads = (pad + n + 3) >> 2;
-    auto in_row = [&](int i) { return i >= 0 && i < n; };
-    // The coarse first digit; each element's float is replaced by its key.
-    {
-        topk::RunCounter run;
-        for (int q = tid; q < nquads; q += kBlock) {
-            uint32_t w[4] = {quads[q].x, quads[q].y, quads[q].z, quads[q].w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                if (!in_row(4 * q - pad + e)) continue;
-                const float v = __uint_as_float(w[e]);
-                run.add(sh.hist, static_cast<int>(topk::coarse_key(v) >> kCoarseShift));
-                w[e] = topk::float_key(v);
-            }
-            quads[q] = make_uint4(w[0], w[1], w[2], w[3]);
-        }
-        run.flush(sh.hist);
-    }
-    __syncthreads();
-    topk::choose_bucket<kBins, kBlock>(sh.hist, k, sh.scratch, &sh.choice);
-    const uint32_t b0 = sh.choice.bucket;
-    int needed = k - sh.choice.above;
-    const topk::KeyRange range =
-        topk::coarse_key_range(b0 << kCoarseShift, (b0 << kCoarseShift) | ((1u << kCoarseShift) - 1u));
-    topk::KeyPrefix key;  // the k-th key's prefix inside the range
-    if (sh.choice.count == needed) {
-        key.set_all();  // the whole bucket is selected
-    } else {
-        key.set_range(range.first, range.last);
-        needed = topk::refine<kDigitBits, kBlock>(key, needed, refine_view(sh), [&](auto&& count) {
-            for (int q = tid; q < nquads; q += kBlock) {
-                const uint4 w = quads[q];
-                const uint32_t fk[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    if (in_row(4 * q - pad + e) && fk[e] >= range.first && fk[e] <= range.last) count(fk[e]);
-                }
-            }
-        });
-    }
-    const int above_total = k - needed;  // selected above the k-th key's prefix; `needed` ties at it
-
-    // The ordered pass: topk::ordered_select_row's tiles and scans over the staged keys.
-    auto classify = [&](uint32_t fk) -> uint32_t {
-        if (fk > range.last) return topk::kAbove;
-        if (fk < range.first) return topk::kNone;
-        const int cmp = key.compare(fk);
-        return cmp > 0 ? topk::kAbove : (cmp == 0 ? topk::kTie : topk::kNone);
-    };
-    constexpr int U = kChunkWordsPerThread;
-    static_assert(kBlock * 4 * U < 65536, "tile too large for 16-bit packed counts");
-    Scan ts(sh.scan_totals);
-    int above_base = 0, tie_base = 0;  // above elements and ties before this tile
-    for (int q0 = 0; q0 < nquads; q0 += kBlock * U) {
-        uint32_t cls[U], c[U], off[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int q = q0 + u * kBlock + tid;
-            cls[u] = 0u;
-            c[u] = 0u;
-            if (q < nquads) {
-                const uint4 w = quads[q];
-                const uint32_t fk[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const uint32_t ce = in_row(4 * q - pad + e) ? classify(fk[e]) : topk::kNone;
-                    cls[u] |= ce << (2 * e);
-                    c[u] += topk::class_count(ce);
-                }
-            }
-        }
-        const uint32_t total = ts.template scan<U>(c, off);
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            if (cls[u] == 0u) continue;
-            const int i0 = 4 * (q0 + u * kBlock + tid) - pad;
-            uint32_t at = off[u];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const uint32_t ce = (cls[u] >> (2 * e)) & 3u;
-                const int above = above_base + static_cast<int>(at & 0xFFFFu);
-                const int tie = tie_base + static_cast<int>(at >> 16);
-                if (ce == topk::kAbove) {
-                    if (above < above_total) o[above + min(tie, needed)] = i0 + e;
-                } else if (ce == topk::kTie && tie < needed) {
-                    o[above + tie] = i0 + e;
-                }
-                at += topk::class_count(ce);
-            }
-        }
-        above_base += static_cast<int>(total & 0xFFFFu);
-        tie_base += static_cast<int>(total >> 16);
-        if (above_base >= above_total && tie_base >= needed) break;
-    }
-}
-
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(FILTERED_BLOCK, FILTERED_MIN_BLOCKS)
@@ -807,12 +668,8 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
               uint32_t* __restrict__ ws_keys, int* __restrict__ ws_idx) {
     __shared__ Shared sh;
     const int tid = threadIdx.x;
-    // Rows that fit the dynamic shared memory are staged whole (select_staged); the sampled path
-    // needs long rows and a buffer with room for k and the sample's slack.
-    auto staged_length = [&](int n) { return FILTERED_STAGED && n > k && n + 3 <= kStageWords; };
-    auto sampled_length = [&](int n) {
-        return !staged_length(n) && n > k && n >= FILTERED_MIN_LENGTH && 2 * k <= kCapacity;
-    };
+    // The sampled path needs long rows and a buffer with room for k and the sample's slack.
+    auto sampled_length = [&](int n) { return n > k && n >= FILTERED_MIN_LENGTH && 2 * k <= kCapacity; };
     int staged_item = -1;  // the item whose sample is in (or on its way to) the staging area
     // Work items: (row, part) = (item / parts, item % parts); parts > 1 only when every item has a
     // CTA of its own (topkbench/cuda/one_cta.py), parts == 1 on the persistent grid.
@@ -836,14 +693,8 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
             sh.cand_lo = 0xFFFFFFFFu;
             sh.cand_hi = 0u;
         }
-        const bool staged = staged_length(n);
         const bool sampled = sampled_length(n);
-        if (!sampled && part != 0) continue;  // a staged row, or the rescanning selection: the first part's
-        if (staged) {
-            select_staged(x, n, o, k, sh);
-            __syncthreads();  // the next row reuses the staging area and the shared counters
-            continue;
-        }
+        if (!sampled && part != 0) continue;  // the rescanning selection is the first part's
         topk::KeyRange range{0u, 0xFFFFFFFFu};
         int in_range = n, needed = k;
         bool fallback = !sampled;

@@ -39,9 +39,9 @@ EXTRA = [(RadixTopk(smem_key_limit=1000), (3, 12000, 300, D.LSB10, M.RAGGED, Non
          (RadixTopk(smem_key_limit=1000, defines={"RADIX_DETERMINISTIC": 0}), (3, 12000, 300, D.LSB10, M.RAGGED, None)),
          (RadixTopk(min_keys_per_cta=256), (2, 20011, 700, D.SUBNORMAL_MIN, M.RAGGED, None))]
 #: filtered on its persistent grids, every build forced: more rows than CTAs, ragged lengths that
-#: mix rows staged whole in shared memory (select_staged) with sampled ones, whose samples are
-#: copied (cp.async) into the staging area while the row before streams and selects. Its split
-#: rows are the 49157-wide case above.
+#: mix sampled rows with rows too short for the sample, the next sampled row's sample copied
+#: (cp.async) into the staging area while the row before streams and selects. Its split rows are
+#: the 49157-wide case above.
 FILTERED_EXTRA = [(Filtered(), (270, 24593, 2048, D.NORMAL, M.RAGGED, 24595)),
                   (Filtered(build="short"), (540, 12289, 2048, D.NORMAL, M.RAGGED, None)),
                   (Filtered(build="split"), (140, 24601, 2048, D.RELU_PLATEAU, M.RAGGED, 24603))]

@@ -33,10 +33,10 @@ def test_parse_variant(bench):
 
 
 def test_lower_case_keys_are_constructor_options(bench):
-    v = bench.parse_variant("w=filtered:build=wide,FILTERED_STAGED=0")
-    assert (v.defines, v.options) == ({"FILTERED_STAGED": 0}, {"build": "wide"})
+    v = bench.parse_variant("w=filtered:build=wide,FILTERED_PREFETCH=0")
+    assert (v.defines, v.options) == ({"FILTERED_PREFETCH": 0}, {"build": "wide"})
     impl = bench.build(v)
-    assert impl.forced_build == "wide" and impl.defines["FILTERED_STAGED"] == 0
+    assert impl.forced_build == "wide" and impl.defines["FILTERED_PREFETCH"] == 0
     with pytest.raises(SystemExit, match="build"):
         bench.build(bench.parse_variant("x=large_context:build=wide"))
 

@@ -17,7 +17,7 @@ from test_kernels_gpu import _capture, promised_output, run_checked
 from topkbench.cuda import loader
 from topkbench.cuda.one_cta import Filtered
 from topkbench.trial import poison
-from topkbench.workload import ADVERSARIAL, Distribution, LengthMode, WorkloadSpec, make_workload
+from topkbench.workload import Distribution, LengthMode, WorkloadSpec, make_workload
 
 pytestmark = pytest.mark.gpu
 
@@ -55,7 +55,7 @@ def trapped_rows(rows: int, width: int, k: int, trap: str, seed: int = 0, build:
 
 
 @pytest.mark.parametrize("trap", ["high", "low"])
-@pytest.mark.parametrize("width,k", [(131075, 2048), (65537, 4096), (24581, 1)])
+@pytest.mark.parametrize("width,k", [(131075, 2048), (65537, 4096), (20011, 1)])
 def test_a_lying_sample_falls_back_exactly(trap, width, k):
     logits = trapped_rows(3, width, k, trap)
     lengths = torch.full((3,), width, dtype=torch.int32, device="cuda")
@@ -194,55 +194,3 @@ def test_rows_split_over_ctas_replay_with_new_lengths_and_scores(rows, width):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(runner.result().cpu(), promised_output(logits, lengths, k)), dist
-
-
-STAGED_BUILDS = ("wide", "short", "split")
-
-
-@pytest.mark.parametrize("k", [1, 2048, 4099])
-@pytest.mark.parametrize("dist", ADVERSARIAL, ids=lambda d: d.value)
-@pytest.mark.parametrize("build", STAGED_BUILDS)
-def test_rows_staged_whole(build, dist, k):
-    # Rows that fit a build's dynamic shared memory are copied there whole and selected in place
-    # (select_staged). One launch: rows at the staged limit, one past it (sampled, or rescanned
-    # where 2k exceeds the buffer), odd lengths, k and k + 1, garbage past every length, and an odd
-    # row stride, so that rows start at every 4-byte offset of a 16-byte vector.
-    impl = Filtered(build=build)
-    limit = Filtered.staged_width(impl.build_defines(build))
-    width = limit + 1
-    lengths = torch.tensor([limit, width, limit - 1, 4097, k + 1, k, 0, 8191, limit - 2, 5003, 3, width],
-                           dtype=torch.int32, device="cuda").clamp(max=width)
-    rows = lengths.numel()
-    w = make_workload(WorkloadSpec(rows=rows, seq_len=width, k=k, distribution=dist, seed=12, row_stride=width + 1),
-                      "cuda")
-    out = run_checked(impl, w.logits, lengths, k)
-    assert torch.equal(out.cpu(), promised_output(w.logits, lengths, k))
-
-
-@pytest.mark.parametrize("build", STAGED_BUILDS)
-def test_staged_and_sampled_rows_alternate_on_a_persistent_grid(build):
-    # Every CTA of a persistent grid walks staged and sampled rows in turn: a staged row reuses
-    # the staging area the next sampled row's prefetched sample lands in (the prefetch must skip
-    # staged rows), and its histogram and scan state must not leak into the next row.
-    k = 2048
-    impl = Filtered(build=build)
-    limit = Filtered.staged_width(impl.build_defines(build))
-    sms = int(loader.device_properties(torch.cuda.current_device())["multiProcessorCount"])
-    width = limit + 4099
-    kinds = [make_workload(WorkloadSpec(rows=16, seq_len=width, k=k, distribution=d, seed=13), "cuda").logits
-             for d in (Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.TIE_HEAVY, Distribution.LSB10)]
-    block = torch.cat(kinds)
-    grid = impl.plan(1 << 20, width, k, sms=sms).grid
-    logits = block.repeat(-(-(3 * grid + 7) // block.shape[0]), 1)
-    rows = logits.shape[0]
-    plan = impl.plan(rows, width, k, sms=sms)
-    assert plan.parts == 1 and rows > 2 * plan.grid, plan
-    gen = torch.Generator(device="cuda")
-    gen.manual_seed(14)
-    staged = torch.randint(k + 1, limit + 1, (rows,), generator=gen, device="cuda", dtype=torch.int32)
-    sampled = torch.randint(limit + 1, width + 1, (rows,), generator=gen, device="cuda", dtype=torch.int32)
-    # Rows alternate by CTA turn (row r goes to CTA r mod grid, turn r // grid) and within a turn.
-    turn = torch.arange(rows, device="cuda") // plan.grid
-    lengths = torch.where((turn + torch.arange(rows, device="cuda")) % 2 == 0, staged, sampled).to(torch.int32)
-    out = run_checked(impl, logits, lengths, k)
-    assert torch.equal(out.cpu(), promised_output(logits, lengths, k))

@@ -51,13 +51,6 @@ def test_dynamic_shared_memory_of_each_build():
                     "short": 8 * 4096 + 4 * 32 * 8 * 8}
 
 
-def test_rows_staged_whole_in_each_build():
-    # select_staged in kernels/filtered.cu: rows of n + 3 <= the dynamic shared memory's floats
-    staged = {b: Filtered.staged_width(Filtered().build_defines(b)) for b in Filtered.builds}
-    assert staged == {"wide": 2 * 8192 + 4096 - 3, "split": 2 * 8192 + 8192 - 3, "short": 2 * 4096 + 2048 - 3}
-    assert Filtered.staged_width(Filtered(defines={"FILTERED_STAGED": 0}).build_defines("wide")) == 0
-
-
 @pytest.mark.parametrize("build,rows,expected", [
     ("wide", 1024, ("wide", 1, 264)),
     ("short", 16, ("short", 1, 16)),

@@ -168,7 +168,7 @@ class Filtered(_OneCtaKernel):
     early_ties_define = "FILTERED_EARLY_TIES"
     defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 4,
                "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128, "FILTERED_MIN_SAMPLE": 1024,
-               "FILTERED_MIN_LENGTH": 8192, "FILTERED_STAGED": 1, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128, "FILTERED_PREFETCH": 1,
+               "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128, "FILTERED_PREFETCH": 1,
                "FILTERED_MAX_PARTS": 8, "FILTERED_MIN_PART_LENGTH": 16384,
                "FILTERED_FINAL_UNROLL": 2, "FILTERED_EARLY_TIES": 1, "FILTERED_TRACE": 0}
     #: The builds a launch picks from (plan), as overrides of ``defines``:
@@ -208,14 +208,6 @@ class Filtered(_OneCtaKernel):
     @classmethod
     def compile_variants(cls) -> list[tuple[str, dict[str, int]]]:
         return [*super().compile_variants(), *((cls.source, {**cls.defines, **b}) for b in cls.builds.values())]
-
-    @staticmethod
-    def staged_width(defines: Mapping[str, int]) -> int:
-        """The longest row a build stages whole in its dynamic shared memory (select_staged in
-        kernels/filtered.cu): every float of it, less 3 for the row's alignment."""
-        if not int(defines["FILTERED_STAGED"]):
-            return 0
-        return Filtered.dynamic_shared_bytes(defines) // 4 - 3
 
     def build_defines(self, build: str) -> dict[str, int]:
         """A build's defines: the build's overrides, then this instance's (timing variants and tests
