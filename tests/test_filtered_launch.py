@@ -12,7 +12,9 @@ from topkbench.cuda.one_cta import Filtered
     (1024, 32768, 2048, ("short", 1, 528)),   # every 256-thread slot (132 SMs x 4) gets a short row
     (1024, 32768, 4096, ("wide", 1, 264)),    # 2k past the short build's 4096 slots
     (1024, 65536, 2048, ("wide", 1, 264)),    # longer than the short build's rows
-    (512, 32768, 2048, ("wide", 1, 264)),     # fewer rows than the short build's slots
+    (512, 32768, 2048, ("short", 1, 512)),    # more rows than the wide build's 264 slots
+    (265, 8192, 2048, ("short", 1, 265)),
+    (264, 8192, 2048, ("wide", 1, 264)),      # one row a wide CTA
     (256, 131072, 2048, ("wide", 1, 256)),
     (132, 131072, 2048, ("wide", 2, 264)),    # one 1024-thread CTA a row: two 512-thread parts instead
     (128, 98304, 2048, ("wide", 1, 128)),     # the wide build splits from 131072 only

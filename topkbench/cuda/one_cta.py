@@ -178,6 +178,10 @@ class Filtered(_OneCtaKernel):
     #: - short: four 256-thread CTAs an SM and half the buffer, for many rows of at most
     #:   SHORT_ROW_WIDTH (four rows an SM at different phases hide more of each row's sample and
     #:   selection; at that width the sample is uncapped, so 1.2-1.9 k candidates fit 4096 slots).
+    #:   Measured on the H200 (bench_variants, k=2048, normal and relu_plateau): against the wide
+    #:   build 0.83-0.90x the time at 512 rows of 8192-32768 (where the wide build's CTAs take two
+    #:   rows each), but 1.06-1.48x at 256 rows (one row a CTA either way): hence "more rows than
+    #:   the wide build's slots".
     builds: ClassVar[Mapping[str, Mapping[str, int]]] = {
         "wide": {},
         "split": {"FILTERED_BLOCK": 1024, "FILTERED_MIN_BLOCKS": 1},
@@ -224,8 +228,9 @@ class Filtered(_OneCtaKernel):
         its FILTERED_MIN_BLOCKS; the split build's first, then the wide one's), each at least
         SPLIT_MIN_WIDTH[build] wide, split each row over as many CTAs as the slots allow (at most
         FILTERED_MAX_PARTS, each part at least FILTERED_MIN_PART_LENGTH scores), one CTA per part.
-        Otherwise a persistent grid over the rows: the short build when every CTA slot of it gets a
-        row of at most SHORT_ROW_WIDTH (and k fits its buffer's sampled path), the wide one else."""
+        Otherwise a persistent grid over the rows: the short build when there are more rows than
+        the wide build's CTA slots (some of its CTAs would take a second row), each at most
+        SHORT_ROW_WIDTH long (and k fits its buffer's sampled path); the wide one else."""
         for build, min_width in self.SPLIT_MIN_WIDTH.items():
             if self.forced_build not in (None, build):
                 continue
@@ -238,11 +243,11 @@ class Filtered(_OneCtaKernel):
             forced = self.build_defines(self.forced_build)
             return FilteredPlan(self.forced_build, 1, max(1, min(rows, sms * int(forced["FILTERED_MIN_BLOCKS"]))))
         short = self.build_defines("short")
-        short_slots = sms * int(short["FILTERED_MIN_BLOCKS"])
-        if rows >= short_slots and width <= self.SHORT_ROW_WIDTH and 2 * k <= int(short["FILTERED_CAPACITY"]):
-            return FilteredPlan("short", 1, short_slots)
         wide = self.build_defines("wide")
-        return FilteredPlan("wide", 1, max(1, min(rows, sms * int(wide["FILTERED_MIN_BLOCKS"]))))
+        wide_slots = sms * int(wide["FILTERED_MIN_BLOCKS"])
+        if rows > wide_slots and width <= self.SHORT_ROW_WIDTH and 2 * k <= int(short["FILTERED_CAPACITY"]):
+            return FilteredPlan("short", 1, min(rows, sms * int(short["FILTERED_MIN_BLOCKS"])))
+        return FilteredPlan("wide", 1, max(1, min(rows, wide_slots)))
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape
