@@ -80,9 +80,12 @@ for stage in "${stages[@]}"; do
             IFS=: read -r _ impl rows seq k <<<"$stage"
             run_stage "ncu $impl" ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
                 --section Occupancy --section WarpStateStats --section SchedulerStats -k "regex:${impl}_topk" \
+                --metrics 'regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$' \
                 --launch-skip 2 --launch-count 1 \
                 python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" || status=1
-            awk '/==PROF==/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | grep -E "Throughput|Duration|Occupancy|Registers|Bandwidth|Busy|Block Size|Grid Size|Stall|Cycles Per Issue|Issued Warp|No Eligible|Eligible Warps" | head -n 45 ;;
+            awk '/==PROF==/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | grep -E "Throughput|Duration|Occupancy|Registers|Bandwidth|Busy|Block Size|Grid Size|Stall|Cycles Per Issue|Issued Warp|No Eligible|Eligible Warps" | head -n 45
+            # the top stall reasons: warps stalled per issued instruction, by reason
+            grep -E "smsp__average_warps_issue_stalled_" "$LOG" | awk '{print $NF, $1}' | sort -g -r | head -n 8 ;;
         flashinfer)
             # CUB's unit is stubbed by flashinfer_wheels.sh --stub-cub: FlashInfer's own dispatch only.
             python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
