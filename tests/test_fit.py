@@ -318,3 +318,25 @@ def test_overlapping_runs_keep_the_newest_and_say_so():
     assert prov.overlap_notice == ("runs overlap: 10 (point, implementation) rows measured again by a newer run "
                                    "were left out (10 of run 20260101T000000-aaaa replaced by run 20260102T000000-bbbb)")
     assert select_points(make_frame(old))[1].overlap_notice is None
+
+
+def test_misses_count_picks_more_than_five_percent_behind_the_fastest_allowed():
+    from topkbench.fit import KBand, RowBand, Thresholds, misses
+    # cells (k, rows, seq_len); regret of per_row, large_context, and a plugin not allowed
+    cells = ((2048, 1, 1024), (2048, 1, 4096), (2048, 1, 16384))
+    regret = np.array([[1.0, 1.04, 1.0], [1.06, 1.0, 1.0], [1.2, 1.1, 1.0]])
+    points = Points(("per_row", "large_context", "plugin"), cells, regret, ("per_row", "large_context"))
+    always_per_row = Thresholds((KBand((2048,), None, (RowBand(None, ((None, "per_row"),)),)),))
+    # 4% behind: no miss; 6% behind: a miss; 1.2 against 1.1 (the plugin's 1.0 is not allowed): a miss
+    assert misses(points, always_per_row) == 2
+
+
+def test_among_held_out_equals_the_fewest_misses_win_then_the_simplest():
+    from topkbench.fit import Candidate, _chosen
+    figures = Figures.of([1.0])
+    def candidate(k_bands, score, missed):
+        return Candidate(Complexity(k_bands, 1, 0), {}, figures, score, missed)
+    simple, rich, richer = candidate(1, 1.0440, 27), candidate(3, 1.0435, 0), candidate(4, 1.0435, 0)
+    assert _chosen([simple, rich, richer]) is rich      # all within 0.1%: fewest misses, then simplest
+    better = candidate(2, 1.0300, 5)
+    assert _chosen([simple, rich, better]) is better    # a clearly lower held-out regret still wins

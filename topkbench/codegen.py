@@ -62,8 +62,9 @@ How the fit works
     log(value), cross (rounded up to 3 significant digits); where they do not, at the geometric
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.
     The complexity, {chosen}, is the one with the lowest held-out regret,
-    pooled over leave one seq_len out, leave one rows value out and a random 20% hold-out
-    (the simplest within 0.1%).
+    pooled over leave one seq_len out, leave one rows value out and a random 20% hold-out;
+    among those within 0.1% of it, the one whose picks on the measured cells are least often
+    more than 5% slower than the cell's fastest implementation (misses), then the simplest.
 
 DEVICE
     The device the measurements come from. impl="auto" on a GPU without a module of its own uses
@@ -160,8 +161,8 @@ def _model_lines(result: FitResult) -> list[str]:
     chosen = next(c for c in ranked if c.complexity == result.complexity)
     simplest = min(ranked, key=lambda c: c.complexity)
     text = (f"Model: {result.complexity}, chosen among {len(ranked)} complexities up to {result.caps} for the "
-            f"lowest pooled held-out regret: geomean {fmt(chosen.score)} (the simplest, {simplest.complexity}, "
-            f"has {fmt(simplest.score)}).")
+            f"lowest pooled held-out regret: geomean {fmt(chosen.score)}, {chosen.misses} miss(es) (the simplest, "
+            f"{simplest.complexity}, has {fmt(simplest.score)}, {simplest.misses} miss(es)).")
     return textwrap.wrap(text, width=100, subsequent_indent="    ")
 
 
@@ -236,7 +237,8 @@ def _json_value(value: Any) -> Any:
 
 
 def _candidate_data(candidate: Candidate) -> dict[str, Any]:
-    return {**asdict(candidate.complexity), "score": candidate.score, "pooled": asdict(candidate.pooled),
+    return {**asdict(candidate.complexity), "score": candidate.score, "misses": candidate.misses,
+            "pooled": asdict(candidate.pooled),
             "held_out": {s: (asdict(f) if f is not None else None) for s, f in candidate.held_out.items()}}
 
 
@@ -310,8 +312,8 @@ def render_markdown(result: FitResult, evaluation: Evaluation | None = None) -> 
     out += ["", "## Model", "", *_model_lines(result)]
     ranked = sorted(result.candidates, key=lambda c: (c.pooled.unavailable, c.score, c.complexity))
     if len(ranked) > 1:
-        out += ["", "| complexity | pooled held-out geomean | seq_len held out | rows held out | random 20% |",
-                "|---|---|---|---|---|"]
+        out += ["", "| complexity | pooled held-out geomean | misses | seq_len held out | rows held out | random 20% |",
+                "|---|---|---|---|---|---|"]
         # Larger caps often give the very same table: show the simplest of each distinct result.
         distinct, seen = [], set()
         for c in ranked:
@@ -325,7 +327,7 @@ def render_markdown(result: FitResult, evaluation: Evaluation | None = None) -> 
             cells = " | ".join("n/a" if f is None else f"{fmt(f.geomean)} / max {fmt(f.max)}"
                                for f in c.held_out.values())
             mark = " (chosen)" if c.complexity == result.complexity else ""
-            out.append(f"| {c.complexity}{mark} | {fmt(c.score)} | {cells} |")
+            out.append(f"| {c.complexity}{mark} | {fmt(c.score)} | {c.misses} | {cells} |")
     if evaluation is not None:
         out += _evaluation_table(evaluation, "Fixed choices and hand rules (every cell)", "note", ("fixed", "rule"))
     return "\n".join(out) + "\n"

@@ -29,8 +29,10 @@ Complexity
     Chosen by held-out regret (topkbench.holdout): every candidate is fitted without the cells
     of each split of the three schemes (leave one seq_len out, leave one rows value out, random
     20%) and judged on them. The winner has the fewest unavailable held-out picks, then the
-    smallest pooled geometric-mean held-out regret; among candidates within 0.1% of that, the
-    simplest (fewest k bands, then row bands, then cuts). The reported held-out figures are
+    smallest pooled geometric-mean held-out regret; among candidates within 0.1% of that (equal
+    on cells they did not see), the one with the fewest misses on the measured cells (a pick more
+    than 5% slower than the cell's fastest allowed implementation), then the simplest (fewest k
+    bands, then row bands, then cuts). The reported held-out figures are
     those of the chosen candidate, so they carry a little selection optimism; every
     candidate's figures are written to the .fit.json.
 """
@@ -38,7 +40,7 @@ Complexity
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,8 +50,11 @@ from topkbench.errors import FitError
 from topkbench.results import Figures, Points, Provenance
 
 _EPS = 1e-9
-#: Candidates within this share of the best pooled held-out geomean count as equal (simplest wins).
+#: Candidates within this share of the best pooled held-out geomean count as equal (the fewest
+#: misses, then the simplest, wins).
 SELECTION_TOLERANCE = 1e-3
+#: A pick more than this share slower than the cell's fastest allowed implementation is a miss.
+MISS_MARGIN = 0.05
 Cost = tuple[float, float]  # (cells given to an unavailable implementation, sum of log regret)
 Segments = tuple[tuple[int | None, str], ...]
 
@@ -319,6 +324,9 @@ class Candidate:
     pooled: Figures
     #: Geometric mean of the pooled held-out regret over the cells where the pick was available.
     score: float
+    #: Cells, fitted on all of them, whose pick is more than MISS_MARGIN slower than the fastest
+    #: allowed implementation there.
+    misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -357,12 +365,24 @@ def _candidates(held: dict[str, dict | None], keys: Sequence[Complexity]) -> lis
     return out
 
 
+def misses(points: Points, thresholds: Thresholds) -> int:
+    """Cells whose pick is more than MISS_MARGIN slower than the fastest allowed implementation there."""
+    if not points.cells:
+        return 0
+    picked = points.regret_of([thresholds.select(r, s, k) for k, r, s in points.cells])
+    allowed = [j for j, name in enumerate(points.impls) if name in points.allowed]
+    best = points.regret[:, allowed].min(axis=1)
+    return int(np.sum(picked > best * (1 + MISS_MARGIN)))
+
+
 def _chosen(candidates: Sequence[Candidate]) -> Candidate:
-    """Fewest unavailable held-out picks, then the simplest within SELECTION_TOLERANCE of the best score."""
+    """Fewest unavailable held-out picks; then, within SELECTION_TOLERANCE of the best score, the
+    fewest misses, then the simplest."""
     fewest = min(c.pooled.unavailable for c in candidates)
     eligible = [c for c in candidates if c.pooled.unavailable == fewest]
     best = min(c.score for c in eligible)
-    return min((c for c in eligible if c.score <= best * (1 + SELECTION_TOLERANCE)), key=lambda c: c.complexity)
+    return min((c for c in eligible if c.score <= best * (1 + SELECTION_TOLERANCE)),
+               key=lambda c: (c.misses, c.complexity))
 
 
 def fit(points: Points, provenance: Provenance | None = None, *, caps: Complexity = DEFAULT_CAPS,
@@ -378,7 +398,7 @@ def fit(points: Points, provenance: Provenance | None = None, *, caps: Complexit
         return {key: fitted[key] for key in keys}
 
     held = {scheme: holdout.held_out(points, scheme, fit_all) for scheme in holdout.SCHEMES}
-    candidates = _candidates(held, keys)
+    candidates = [replace(c, misses=misses(points, family[c.complexity])) for c in _candidates(held, keys)]
     chosen = candidates[0] if complexity else _chosen(candidates)
     return FitResult(
         thresholds=family[chosen.complexity], points=points, provenance=provenance, complexity=chosen.complexity,
