@@ -160,9 +160,10 @@ def _model_lines(result: FitResult) -> list[str]:
         return [f"Model: {result.complexity} (fixed, not chosen by held-out regret)"]
     chosen = next(c for c in ranked if c.complexity == result.complexity)
     simplest = min(ranked, key=lambda c: c.complexity)
-    text = (f"Model: {result.complexity}, chosen among {len(ranked)} complexities up to {result.caps} for the "
-            f"lowest pooled held-out regret: geomean {fmt(chosen.score)}, {chosen.misses} miss(es) (the simplest, "
-            f"{simplest.complexity}, has {fmt(simplest.score)}, {simplest.misses} miss(es)).")
+    text = (f"Model: {result.complexity}, chosen among {len(ranked)} complexities up to {result.caps}: pooled "
+            f"held-out regret geomean {fmt(chosen.score)} (the lowest: {fmt(ranked[0].score)}), {chosen.misses} "
+            f"miss(es) on the measured cells (the simplest, {simplest.complexity}, has {fmt(simplest.score)} and "
+            f"{simplest.misses} miss(es)).")
     return textwrap.wrap(text, width=100, subsequent_indent="    ")
 
 

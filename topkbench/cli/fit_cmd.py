@@ -25,7 +25,8 @@ _PARAGRAPHS = (
     distributions measured at one (rows, seq_len, k) cell are combined by their WORST regret.""",
     """k bands, row bands and seq_len cut points found by an exact search for every complexity up to
     the caps; the complexity with the lowest held-out regret (leave one seq_len out, leave one rows value
-    out, random 20%) is kept. Cuts sit where the two sides' regret cross between measured values; values
+    out, random 20%) is kept, and among those within 0.1% of it the one with the fewest misses (picks
+    more than 5% slower than the fastest at a measured cell), then the simplest. Cuts sit where the two sides' regret cross between measured values; values
     outside the measured range get the nearest band.""",
     """The module picks only built-in implementations unless --impl names the ones it may pick (plugins
     included). Writes OUT (the module), OUT.fit.json and OUT.fit.md, and prints the held-out figures next
@@ -109,7 +110,7 @@ def fit_heuristic(
         console.print("note: the compute capability is unknown (not in the data, not a known GPU name): pass "
                       "--compute-capability so that the module can stand in for similar GPUs")
     console.print(_thresholds_table(result))
-    console.print(f"model: {result.complexity} (lowest held-out regret up to {result.caps})")
+    console.print(f"model: {result.complexity} (by held-out regret, then misses, up to {result.caps})")
     console.print(_figures_table(evaluation, "regret = time / fastest measured time (worst over length modes and "
                                              "distributions); held-out rows are the fit's quality"))
     console.print(f"wrote {out}, {json_path.name}, {md_path.name}")
