@@ -374,8 +374,7 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
     const int tid = threadIdx.x;
     uint32_t lo = 0xFFFFFFFFu, hi = 0u;
     int ties = 0;
-    auto keep = [&](int i, uint32_t bits, bool hit, int& slot) {
-        if (!hit) return;
+    auto keep = [&](int i, uint32_t bits, int& slot) {
         const uint32_t fk = topk::float_key(__uint_as_float(bits));
         if (slot < kCapacity) {
             cand_key()[slot] = fk;
@@ -399,7 +398,7 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
         if (PLATEAU) ties += valid && th.ties_with(b);
         const bool hit = valid && th.passes(b);
         int slot = warp_reserve<1>(&sh.count, hit ? 1 : 0);
-        keep(i, b, hit, slot);
+        if (hit) keep(i, b, slot);
     }
     constexpr int kCountBits = FILTERED_UNROLL <= 3 ? 4 : (FILTERED_UNROLL <= 7 ? 5 : 6);
     static_assert(4 * FILTERED_UNROLL < (1 << kCountBits), "batch count too wide for the ballots");
@@ -424,15 +423,20 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
                 if (PLATEAU) ties += th.ties_with(b[e]);
             }
         }
-        int slot = warp_reserve<kCountBits>(&sh.count, hits);
+        // Most batches give every lane at most 3 candidates: two ballots reserve their slots.
+        int slot = __any_sync(topk::kFullMask, hits > 3) ? warp_reserve<kCountBits>(&sh.count, hits)
+                                                          : warp_reserve<2>(&sh.count, hits);
         if (hits) {
+            // A loop over each vector's hit bits, not four predicated keeps a vector: few scores
+            // pass, and a warp would step through every keep that any of its lanes takes.
 #pragma unroll
             for (int u = 0; u < FILTERED_UNROLL; ++u) {
                 const int i = head + 4 * (v0 + u * kBlock + tid);
-                keep(i, buf[u].x, (hit_mask >> (4 * u)) & 1u, slot);
-                keep(i + 1, buf[u].y, (hit_mask >> (4 * u + 1)) & 1u, slot);
-                keep(i + 2, buf[u].z, (hit_mask >> (4 * u + 2)) & 1u, slot);
-                keep(i + 3, buf[u].w, (hit_mask >> (4 * u + 3)) & 1u, slot);
+                for (uint32_t m = (hit_mask >> (4 * u)) & 0xFu; m; m &= m - 1u) {
+                    const int e = __ffs(m) - 1;
+                    const uint32_t b = e == 0 ? buf[u].x : (e == 1 ? buf[u].y : (e == 2 ? buf[u].z : buf[u].w));
+                    keep(i + e, b, slot);
+                }
             }
         }
     }
