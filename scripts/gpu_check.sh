@@ -3,7 +3,8 @@
 # Everything lands under $OUT (default ./out): log.txt, and the sweeps' Parquet under $OUT/results/.
 #
 #   scripts/gpu_check.sh [STAGE ...]
-#   stages: tests  verify[:IMPL,IMPL]  sanitize  sweep:CONFIG[:IMPL,IMPL][:AXIS=V,V[;AXIS=V]]
+#   stages: tests[:PYTEST_K_EXPR]  verify[:IMPL,IMPL]  sanitize[:IMPL,IMPL]
+#           sweep:CONFIG[:IMPL,IMPL][:AXIS=V,V[;AXIS=V]]
 #           ncu:IMPL:ROWS:SEQ_LEN:K  (Nsight Compute speed-of-light, memory, warp-state sections)
 #           flashinfer  (install the wheels of scripts/flashinfer_wheels.sh from a carried .whl/ and
 #                        start building FlashInfer's top-k JIT module in the background: a CPU job of
@@ -50,18 +51,22 @@ python3 -m topkbench list 2>&1 | tee -a "$LOG"
 status=0
 for stage in "${stages[@]}"; do
     case $stage in
-        tests)
-            PYTHONPATH=$BASE_PYTHONPATH run_stage tests python3 -m pytest -q -m gpu -p no:cacheprovider tests || status=1
+        tests|tests:*)
+            select=()
+            [ "$stage" != tests ] && select=(-k "${stage#tests:}")
+            PYTHONPATH=$BASE_PYTHONPATH run_stage tests python3 -m pytest -q -m gpu -p no:cacheprovider "${select[@]}" tests || status=1
             grep -E "passed|failed|error" "$LOG" | tail -n 3 ;;
         verify|verify:*)
             flags=()
             [ "$stage" != verify ] && mapfile -t flags < <(impl_flags "${stage#verify:}")
             run_stage verify python3 -m topkbench verify verify -q "${flags[@]}" || status=1
             sed -n '/exactness over/,/checked cases\|error:/p' "$LOG" | tail -n 60 ;;
-        sanitize)
+        sanitize|sanitize:*)
+            names=()
+            [ "$stage" != sanitize ] && IFS=, read -ra names <<<"${stage#sanitize:}"
             for tool in memcheck racecheck; do
                 PYTHONPATH=$BASE_PYTHONPATH run_stage "sanitize-$tool" compute-sanitizer --tool "$tool" --error-exitcode 9 \
-                    python3 tests/sanitize_kernels.py || status=1
+                    python3 tests/sanitize_kernels.py "${names[@]}" || status=1
             done ;;
         sweep:*)
             IFS=: read -r config impls only <<<"${stage#sweep:}"; flags=()
