@@ -95,7 +95,7 @@ def parse_variant(text: str) -> Variant:
 
 
 def build(variant: Variant) -> Implementation:
-    """A fresh instance of the variant's implementation class, with its defines."""
+    """A fresh instance of the variant's implementation class, with its defines and constructor options."""
     cls = type(registry.get(variant.impl_name))
     if not variant.defines and not variant.options:
         return cls()

@@ -26,8 +26,9 @@ _PARAGRAPHS = (
     """k bands, row bands and seq_len cut points found by an exact search for every complexity up to
     the caps; the complexity with the lowest held-out regret (leave one seq_len out, leave one rows value
     out, random 20%) is kept, and among those within 0.1% of it the one with the fewest misses (picks
-    more than 5% slower than the fastest at a measured cell), then the simplest. Cuts sit where the two sides' regret cross between measured values; values
-    outside the measured range get the nearest band.""",
+    more than 5% slower than the fastest at a measured cell), then the simplest. Cuts sit where the two
+    sides' regret cross between measured values; values outside the measured range get the nearest
+    band.""",
     """The module picks only built-in implementations unless --impl names the ones it may pick (plugins
     included). Writes OUT (the module), OUT.fit.json and OUT.fit.md, and prints the held-out figures next
     to every fixed choice and the hand rules.""",
