@@ -137,6 +137,10 @@ class Thresholds:
         rband = _first(kband.row_bands, num_rows, lambda b: b.rows_below)
         return _first(rband.segments, max_seq_len, lambda s: s[0])[1]
 
+    def choices(self, points: Points) -> list[str]:
+        """The pick at every cell of ``points``, in their order."""
+        return [self.select(r, s, k) for k, r, s in points.cells]
+
     def to_data(self) -> tuple:
         """The plain-data THRESHOLDS of the generated module (see codegen)."""
         return tuple(
@@ -347,8 +351,7 @@ class FitResult:
         return self.thresholds.select(num_rows, max_seq_len, k)
 
     def choices(self, points: Points | None = None) -> list[str]:
-        points = self.points if points is None else points
-        return [self.select(r, s, k) for k, r, s in points.cells]
+        return self.thresholds.choices(self.points if points is None else points)
 
     def training_regret(self) -> np.ndarray:
         return self.points.regret_of(self.choices())
@@ -369,7 +372,7 @@ def misses(points: Points, thresholds: Thresholds) -> int:
     """Cells whose pick is more than MISS_MARGIN slower than the fastest allowed implementation there."""
     if not points.cells:
         return 0
-    picked = points.regret_of([thresholds.select(r, s, k) for k, r, s in points.cells])
+    picked = points.regret_of(thresholds.choices(points))
     allowed = [j for j, name in enumerate(points.impls) if name in points.allowed]
     best = points.regret[:, allowed].min(axis=1)
     return int(np.sum(picked > best * (1 + MISS_MARGIN)))

@@ -231,23 +231,26 @@ class Filtered(_OneCtaKernel):
         Otherwise a persistent grid over the rows: the short build when there are more rows than
         the wide build's CTA slots (some of its CTAs would take a second row), each at most
         SHORT_ROW_WIDTH long (and k fits its buffer's sampled path); the wide one else."""
+        def slots(build: str) -> int:
+            return sms * int(self.build_defines(build)["FILTERED_MIN_BLOCKS"])
+
+        def persistent(build: str) -> FilteredPlan:
+            return FilteredPlan(build, 1, max(1, min(rows, slots(build))))
+
         for build, min_width in self.SPLIT_MIN_WIDTH.items():
             if self.forced_build not in (None, build):
                 continue
             d = self.build_defines(build)
-            parts = min(sms * int(d["FILTERED_MIN_BLOCKS"]) // max(rows, 1), int(d["FILTERED_MAX_PARTS"]),
+            parts = min(slots(build) // max(rows, 1), int(d["FILTERED_MAX_PARTS"]),
                         width // int(d["FILTERED_MIN_PART_LENGTH"]))
             if parts >= 2 and width >= min_width:
                 return FilteredPlan(build, parts, rows * parts)
         if self.forced_build is not None:
-            forced = self.build_defines(self.forced_build)
-            return FilteredPlan(self.forced_build, 1, max(1, min(rows, sms * int(forced["FILTERED_MIN_BLOCKS"]))))
-        short = self.build_defines("short")
-        wide = self.build_defines("wide")
-        wide_slots = sms * int(wide["FILTERED_MIN_BLOCKS"])
-        if rows > wide_slots and width <= self.SHORT_ROW_WIDTH and 2 * k <= int(short["FILTERED_CAPACITY"]):
-            return FilteredPlan("short", 1, min(rows, sms * int(short["FILTERED_MIN_BLOCKS"])))
-        return FilteredPlan("wide", 1, max(1, min(rows, wide_slots)))
+            return persistent(self.forced_build)
+        short_fits_k = 2 * k <= int(self.build_defines("short")["FILTERED_CAPACITY"])
+        if rows > slots("wide") and width <= self.SHORT_ROW_WIDTH and short_fits_k:
+            return persistent("short")
+        return persistent("wide")
 
     def _prepare(self, logits, lengths, k):
         rows, width = logits.shape
