@@ -11,10 +11,10 @@
 //            the chosen coarse bucket is heavy with one value P (a plateau: ReLU zeros, constant
 //            rows, few distinct values), t = P + 1 and the plateau's ties are only counted.
 //   stream:  one streaming pass (16-byte evict-first loads, FILTERED_UNROLL in flight per
-//            thread): every key >= t goes to a shared-memory buffer of (key, index), slots from
-//            a warp-aggregated atomic; the elements with key t - 1 are counted. A split row's
-//            parts then append their candidates to the row's workspace, and the last to arrive
-//            selects.
+//            thread): every value whose key is >= t (one float compare) goes to a shared-memory
+//            buffer of (raw bits, index), slots from a warp-aggregated atomic; the elements with
+//            key t - 1 are counted. A split row's parts then append their candidates to the row's
+//            workspace, and the last to arrive selects, once the buffer's bits are made keys.
 //   select:  with C elements >= t and M at t - 1:
 //            C in [k, capacity]: one 11-bit digit of the buffered keys picks the k-th's bucket; a
 //              bucket of at most FILTERED_RANK_MAX elements is finished by ranking them, a fuller
@@ -44,9 +44,10 @@
 #ifndef FILTERED_CAPACITY
 #define FILTERED_CAPACITY 8192
 #endif
-// float4 loads in flight per thread in the streaming pass.
+// float4 loads in flight per thread in the streaming pass (topkbench/cuda/one_cta.py: the split
+// build takes 4).
 #ifndef FILTERED_UNROLL
-#define FILTERED_UNROLL 4
+#define FILTERED_UNROLL 5
 #endif
 // Expected sample elements above the k-th value (the sample has 128 n / k scores, clamped to
 // [FILTERED_MIN_SAMPLE, 32 x 16 x FILTERED_BLOCK / 32]): its precision, and its cost.
@@ -177,40 +178,50 @@ __device__ __forceinline__ void exact_fallback(const float* __restrict__ x, int 
 // The stream's threshold: buffer every element whose key is >= t; on a plateau (tie = t - 1 is
 // the sampled plateau's key) also count the elements whose key is tie.
 //
-// The stream tests raw float bits b, not keys (float_key costs some eight instructions an element,
-// and the stream is issue-bound): key(b) >= t exactly when b - lo_bits < span (unsigned) or b is
-// a NaN, where
-//   t >= key(+0.0) (threshold value T >= 0, Tb = T's bits): T > 0: b in [Tb, 0x7FFFFFFF] (positive
-//     values from T up, +inf, positive NaN); T = +0: b in [0, 0x80000000] (every non-negative
-//     value and -0.0);
-//   t < key(+0.0) (T < 0, key t = ~bits(T)): b <= ~t (every value with the sign clear, and negative
-//     values no farther from zero than T).
+// The stream tests values, not keys (float_key costs some eight instructions an element, and the
+// stream is issue-bound): key(x) >= t exactly when !(x <= below), one unordered compare, where
+// `below` is the largest float whose key is < t. Float order is key order (-0.0 and +0.0 compare
+// equal and share a key), and a NaN, the top key, compares unordered: it passes every threshold.
+// The ends: when every key is >= t (t <= key(-inf)), below is a NaN, so that every value passes;
+// when only NaN's is (t > key(+inf)), below is +inf. The compare keeps subnormals: it is written
+// in PTX without .ftz.
 // A plateau's key is one a sample had (never NaN): its bits, and -0.0's too when it is zero.
 struct Threshold {
     uint32_t t;
     uint32_t tie;
     bool plateau;
-    uint32_t lo_bits, span;
+    float below;
     uint32_t tie_bits, tie_bits2;
 
     __device__ __forceinline__ void set(uint32_t threshold, bool is_plateau) {
+        constexpr uint32_t kMinusInfKey = ~0xFF800000u;             // key(-inf)
+        constexpr uint32_t kPlusInfKey = topk::kInfBits | topk::kSignBit;  // key(+inf)
         t = threshold;
         tie = threshold - 1u;
         plateau = is_plateau;
-        if (t >= topk::kSignBit) {
-            const uint32_t tb = t & topk::kAbsMask;
-            lo_bits = tb;
-            span = tb == 0u ? topk::kSignBit + 1u : topk::kSignBit - tb;
+        // The largest key below t that a float has: keys under key(+0.0) are ~bits of negative
+        // values, and key(+0.0) - 1 would be -0.0's raw key (the float below +0.0 is -denorm_min).
+        uint32_t u = t - 1u;
+        if (u == topk::kAbsMask) u = topk::kAbsMask - 1u;
+        uint32_t bits;
+        if (t == 0u || u < kMinusInfKey) {
+            bits = 0x7FC00000u;  // NaN: every value passes
+        } else if (u >= kPlusInfKey) {
+            bits = topk::kInfBits;
         } else {
-            lo_bits = 0u;
-            span = ~t + 1u;  // t >= 1: no float has key 0
+            bits = u >= topk::kSignBit ? u & topk::kAbsMask : ~u;
         }
+        below = __uint_as_float(bits);
         tie_bits = tie >= topk::kSignBit ? tie & topk::kAbsMask : ~tie;
         tie_bits2 = tie == topk::kSignBit ? topk::kSignBit : tie_bits;
     }
     // key(b) >= t, from the bits.
     __device__ __forceinline__ bool passes(uint32_t b) const {
-        return (b - lo_bits) < span || (b & topk::kAbsMask) > topk::kInfBits;
+        uint32_t above;  // inline PTX: CuPy builds with -ftz=true, which a C++ compare would obey
+        asm("{\n.reg .pred q;\nsetp.gtu.f32 q, %1, %2;\nselp.u32 %0, 1, 0, q;\n}"
+            : "=r"(above)
+            : "f"(__uint_as_float(b)), "f"(below));
+        return above != 0u;
     }
     // key(b) == tie, from the bits (plateaus only).
     __device__ __forceinline__ bool ties_with(uint32_t b) const { return b == tie_bits || b == tie_bits2; }
@@ -339,32 +350,31 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
     return th;
 }
 
-// Slots for every lane's `count` (0 .. 2^BITS - 1) candidates, called by all 32 lanes of a warp
-// together: one atomic per warp, each lane's prefix from BITS ballots (no coalesced-group
-// emulation on the streaming pass's hot path). Returns this lane's first slot.
-template <int BITS>
+// Slots for every lane's `count` candidates, called by all 32 lanes of a warp together: one atomic
+// per warp, each lane's first slot from a warp scan of the counts (five shuffles; per-bit ballots
+// took as long at 1-2 candidates a lane and longer beyond). Returns this lane's first slot.
 __device__ __forceinline__ int warp_reserve(int* counter, int count) {
     const int lane = threadIdx.x & 31;
-    const unsigned below = (1u << lane) - 1u;
-    int total = 0, before = 0;
+    int inclusive = count;
 #pragma unroll
-    for (int b = 0; b < BITS; ++b) {
-        const unsigned plane = __ballot_sync(topk::kFullMask, (count >> b) & 1);
-        total += __popc(plane) << b;
-        before += __popc(plane & below) << b;
+    for (int d = 1; d < 32; d <<= 1) {
+        const int other = __shfl_up_sync(topk::kFullMask, inclusive, d);
+        if (lane >= d) inclusive += other;
     }
+    const int total = __shfl_sync(topk::kFullMask, inclusive, 31);
     if (total == 0) return 0;
     int base = 0;
-    if (lane == 0) base = atomicAdd(counter, total);
-    return __shfl_sync(topk::kFullMask, base, 0) + before;
+    if (lane == 31) base = atomicAdd(counter, total);
+    return __shfl_sync(topk::kFullMask, base, 31) + inclusive - count;
 }
 
-// The stream: every element whose key is >= th.t into the buffer with its exact key (sh.count
-// counts them all, even past the capacity), on a plateau the elements at th.tie counted in sh.ties,
-// the buffered keys' bounds in cand_lo/cand_hi. Every lane of a warp runs every iteration (lanes
-// past the end hold no candidate), so the warp reserves its slots with ballots; FILTERED_UNROLL
-// 16-byte evict-first loads are issued before any is used, and one reservation serves the batch
-// (a reservation per vector let the compiler issue one load at a time).
+// The stream: every element whose key is >= th.t into the buffer (sh.count counts them all, even
+// past the capacity), on a plateau the elements at th.tie counted in sh.ties. The buffer takes the
+// raw float bits: buffer_keys turns them into keys once the count is known to fit (a conversion
+// in the stream would run in lanes that a warp's few hits leave idle). Every lane of a warp runs
+// every iteration (lanes past the end hold no candidate), so the warp reserves its slots together
+// (warp_reserve); FILTERED_UNROLL 16-byte evict-first loads are issued before any is used, and one
+// reservation serves the batch (a reservation per vector let the compiler issue one load at a time).
 //
 // A row split over `parts` CTAs streams slice `part` of its 16-byte vectors; part 0 also takes the
 // scalar head and tail.
@@ -372,17 +382,13 @@ template <bool PLATEAU>
 __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, int n, const Threshold& th, Shared& sh,
                                                   int part, int parts) {
     const int tid = threadIdx.x;
-    uint32_t lo = 0xFFFFFFFFu, hi = 0u;
     int ties = 0;
-    auto keep = [&](int i, uint32_t bits, int& slot) {
-        const uint32_t fk = topk::float_key(__uint_as_float(bits));
-        if (slot < kCapacity) {
-            cand_key()[slot] = fk;
-            cand_idx()[slot] = i;
-        }
-        ++slot;
-        lo = min(lo, fk);
-        hi = max(hi, fk);
+    // A slot past the capacity writes the last entry: the count then exceeds the capacity, and an
+    // overflowed buffer is never read (the selection rescans the row). No branch a candidate.
+    auto keep = [&](int i, uint32_t bits, int slot) {
+        slot = min(slot, kCapacity - 1);
+        cand_key()[slot] = bits;
+        cand_idx()[slot] = i;
     };
     // The scalar head (up to 16-byte alignment) and tail: at most 3 + 3 threads, one element each.
     const int head = topk::vector_head(x, n);
@@ -397,36 +403,37 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
         const uint32_t b = valid ? __float_as_uint(__ldg(x + i)) : 0u;
         if (PLATEAU) ties += valid && th.ties_with(b);
         const bool hit = valid && th.passes(b);
-        int slot = warp_reserve<1>(&sh.count, hit ? 1 : 0);
+        const int slot = warp_reserve(&sh.count, hit ? 1 : 0);
         if (hit) keep(i, b, slot);
     }
-    constexpr int kCountBits = FILTERED_UNROLL <= 3 ? 4 : (FILTERED_UNROLL <= 7 ? 5 : 6);
-    static_assert(4 * FILTERED_UNROLL < (1 << kCountBits), "batch count too wide for the ballots");
+    static_assert(4 * FILTERED_UNROLL <= 32, "a batch's hits are one 32-bit mask");
     for (int v0 = v_begin; v0 < v_end; v0 += kBlock * FILTERED_UNROLL) {
+        // A vector past the slice's end loads the slice's last one again (no predicated load, no
+        // register left unset); in_slice, bits 4u .. 4u + 3 for vector u, drops it.
         uint4 buf[FILTERED_UNROLL];
+        uint32_t in_slice = 0u;
 #pragma unroll
         for (int u = 0; u < FILTERED_UNROLL; ++u) {
             const int v = v0 + u * kBlock + tid;
-            if (v < v_end) buf[u] = __ldcs(reinterpret_cast<const uint4*>(vec) + v);
+            buf[u] = __ldcs(reinterpret_cast<const uint4*>(vec) + (v < v_end ? v : v_end - 1));
+            in_slice |= v < v_end ? 0xFu << (4 * u) : 0u;
         }
+        // Every vector is tested (no branch a vector); the slice mask drops the ones past its end.
         uint32_t hit_mask = 0u;  // bit 4u + e: element e of vector u passes
-        int hits = 0;
+        uint32_t tie_mask = 0u;
 #pragma unroll
         for (int u = 0; u < FILTERED_UNROLL; ++u) {
-            if (v0 + u * kBlock + tid >= v_end) continue;
             const uint32_t b[4] = {buf[u].x, buf[u].y, buf[u].z, buf[u].w};
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const bool hit = th.passes(b[e]);
-                hit_mask |= static_cast<uint32_t>(hit) << (4 * u + e);
-                hits += hit;
-                if (PLATEAU) ties += th.ties_with(b[e]);
+                hit_mask |= static_cast<uint32_t>(th.passes(b[e])) << (4 * u + e);
+                if (PLATEAU) tie_mask |= static_cast<uint32_t>(th.ties_with(b[e])) << (4 * u + e);
             }
         }
-        // Most batches give every lane at most 3 candidates: two ballots reserve their slots.
-        int slot = __any_sync(topk::kFullMask, hits > 3) ? warp_reserve<kCountBits>(&sh.count, hits)
-                                                          : warp_reserve<2>(&sh.count, hits);
-        if (hits) {
+        hit_mask &= in_slice;
+        if (PLATEAU) ties += __popc(tie_mask & in_slice);
+        int slot = warp_reserve(&sh.count, __popc(hit_mask));
+        if (hit_mask) {
             // A loop over each vector's hit bits, not four predicated keeps a vector: few scores
             // pass, and a warp would step through every keep that any of its lanes takes.
 #pragma unroll
@@ -434,15 +441,30 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
                 const int i = head + 4 * (v0 + u * kBlock + tid);
                 for (uint32_t m = (hit_mask >> (4 * u)) & 0xFu; m; m &= m - 1u) {
                     const int e = __ffs(m) - 1;
-                    const uint32_t b = e == 0 ? buf[u].x : (e == 1 ? buf[u].y : (e == 2 ? buf[u].z : buf[u].w));
-                    keep(i + e, b, slot);
+                    const uint32_t low = e & 1 ? buf[u].y : buf[u].x;  // selects, not branches
+                    const uint32_t high = e & 1 ? buf[u].w : buf[u].z;
+                    const uint32_t b = e & 2 ? high : low;
+                    keep(i + e, b, slot++);
                 }
             }
         }
     }
     ties = __reduce_add_sync(topk::kFullMask, ties);
     if ((tid & 31) == 0 && ties) atomicAdd(&sh.ties, ties);
+}
+
+// The buffer's first c entries (c <= kCapacity), raw float bits from the stream, become keys; their
+// bounds go to cand_lo/cand_hi. Ends with a barrier.
+__device__ __forceinline__ void buffer_keys(int c, Shared& sh) {
+    uint32_t lo = 0xFFFFFFFFu, hi = 0u;
+    for (int j = threadIdx.x; j < c; j += kBlock) {
+        const uint32_t fk = topk::float_key(__uint_as_float(cand_key()[j]));
+        cand_key()[j] = fk;
+        lo = min(lo, fk);
+        hi = max(hi, fk);
+    }
     topk::block_minmax(lo, hi, &sh.cand_lo, &sh.cand_hi);
+    __syncthreads();
 }
 
 // A row split over `parts` CTAs (few rows: one CTA a row would leave most SMs idle). Every part
@@ -452,7 +474,8 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
 // arrive loads the row's candidates into its buffer, sets sh.count and sh.ties to the row's
 // totals, resets the row's counters for the next launch and returns true: it selects as a CTA that
 // streamed the whole row would. The others return false.
-// counters: per row {elements >= t, ties at t - 1, parts arrived, unused}.
+// counters: per row {elements >= t, ties at t - 1, parts arrived, unused}; the workspace holds the
+// candidates as the stream buffered them (raw float bits, indices).
 __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __restrict__ ws_key,
                             int* __restrict__ ws_idx, Shared& sh) {
     const int tid = threadIdx.x;
@@ -478,15 +501,10 @@ __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __r
     const int total = __ldcg(&counters[0]);
     const int ties = __ldcg(&counters[1]);
     const int merged = total < kCapacity ? total : kCapacity;
-    uint32_t lo = 0xFFFFFFFFu, hi = 0u;
     for (int j = tid; j < merged; j += kBlock) {
-        const uint32_t fk = __ldcg(ws_key + j);
-        cand_key()[j] = fk;
+        cand_key()[j] = __ldcg(ws_key + j);
         cand_idx()[j] = __ldcg(ws_idx + j);
-        lo = min(lo, fk);
-        hi = max(hi, fk);
     }
-    topk::block_minmax(lo, hi, &sh.cand_lo, &sh.cand_hi);  // this part's own bounds lie within
     __syncthreads();  // every thread has read the counters
     if (tid == 0) {
         sh.count = total;
@@ -548,6 +566,7 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
     int tie_end = 0;        // plateau: row ties at t - 1 with index < tie_end are selected
     Scan ts(sh.scan_totals);
     if (from_buffer) {
+        buffer_keys(c, sh);
         key.set_range(sh.cand_lo, sh.cand_hi);
         int needed = k;
         int tied = c;  // buffered elements at key's prefix
@@ -648,14 +667,14 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
             const uint32_t total = ts.template scan<kChunkWordsPerThread>(bits, before);
 #pragma unroll
             for (int u = 0; u < kChunkWordsPerThread; ++u) {
-                int slot = written + static_cast<int>(before[u]);
+                // A pointer stepped along the output: indexing o by the slot made the compiler
+                // rebuild the row's 64-bit address for every index written.
+                const int slot = written + static_cast<int>(before[u]);
+                int* dst = o + slot;
+                int room = k - slot;
                 const int base = w0 + 32 * (c0 + u * kBlock + tid);
-                uint32_t word = words[u];
-                while (word) {
-                    const int b = __ffs(word) - 1;
-                    word &= word - 1u;
-                    if (slot < k) o[slot] = base + b;
-                    ++slot;
+                for (uint32_t word = words[u]; word && room > 0; word &= word - 1u, --room) {
+                    *dst++ = base + __ffs(word) - 1;
                 }
             }
             written += static_cast<int>(total);

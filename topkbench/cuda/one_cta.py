@@ -166,7 +166,7 @@ class Filtered(_OneCtaKernel):
     block_define = "FILTERED_BLOCK"
     deterministic_define = None  # deterministic only: no build with atomic-counter slots
     early_ties_define = "FILTERED_EARLY_TIES"
-    defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 4,
+    defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 5,
                "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128, "FILTERED_MIN_SAMPLE": 1024,
                "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128, "FILTERED_PREFETCH": 1,
                "FILTERED_MAX_PARTS": 8, "FILTERED_MIN_PART_LENGTH": 16384,
@@ -182,9 +182,13 @@ class Filtered(_OneCtaKernel):
     #:   build 0.83-0.90x the time at 512 rows of 8192-32768 (where the wide build's CTAs take two
     #:   rows each), but 1.06-1.48x at 256 rows (one row a CTA either way): hence "more rows than
     #:   the wide build's slots".
+    #: Five loads in flight a thread (FILTERED_UNROLL), against four (bench_variants, H200, k=2048):
+    #: normal scores 0.97x the time at 512 x 65536, 0.96x at 256 x 131072, 0.98x at 1024 x 32768,
+    #: plateau rows 0.99-1.01x; six and eight measured the same, but spill in some builds. At 32-64
+    #: rows, which the split build serves, five and six were 1.01-1.04x slower: it keeps four.
     builds: ClassVar[Mapping[str, Mapping[str, int]]] = {
         "wide": {},
-        "split": {"FILTERED_BLOCK": 1024, "FILTERED_MIN_BLOCKS": 1},
+        "split": {"FILTERED_BLOCK": 1024, "FILTERED_MIN_BLOCKS": 1, "FILTERED_UNROLL": 4},
         "short": {"FILTERED_BLOCK": 256, "FILTERED_MIN_BLOCKS": 4, "FILTERED_CAPACITY": 4096},
     }
     SHORT_ROW_WIDTH = 32768
