@@ -97,16 +97,22 @@ def parse_variant(text: str) -> Variant:
 def build(variant: Variant) -> Implementation:
     """A fresh instance of the variant's implementation class, with its defines and constructor options."""
     cls = type(registry.get(variant.impl_name))
-    if not variant.defines and not variant.options:
-        return cls()
-    parameters = inspect.signature(cls).parameters
     kwargs: dict[str, Any] = dict(variant.options)
+    # source=FILE.cu: the kernel text from another file under kernels/ (a saved copy of the kernel
+    # before an edit, timed beside the edited one in the same process)
+    source = kwargs.pop("source", None)
+    if source is not None and not hasattr(cls, "source"):
+        raise SystemExit(f"variant {variant.name}: {variant.impl_name} has no kernel source to replace")
+    parameters = inspect.signature(cls).parameters
     if variant.defines:
         kwargs["defines"] = variant.defines
     unknown = sorted(set(kwargs) - set(parameters))
     if unknown:
         raise SystemExit(f"variant {variant.name}: {variant.impl_name} takes no {', '.join(unknown)}")
-    return cls(**kwargs)
+    impl = cls(**kwargs)
+    if source is not None:
+        impl.source = source
+    return impl
 
 
 def adversarial_check(variant: Variant) -> str:

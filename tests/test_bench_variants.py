@@ -41,6 +41,17 @@ def test_lower_case_keys_are_constructor_options(bench):
         bench.build(bench.parse_variant("x=large_context:build=wide"))
 
 
+def test_source_option_times_another_kernel_file(bench):
+    """source=FILE.cu builds the class's kernel from that file (a saved copy of the kernel before an
+    edit): the kernel hash is the file's, the defines and build are the class's as usual."""
+    v = bench.parse_variant("base=filtered:source=per_row.cu,build=short")
+    impl = bench.build(v)
+    assert impl.source == "per_row.cu" and impl.forced_build == "short"
+    assert impl.kernel_hash() != bench.build(bench.parse_variant("new=filtered:build=short")).kernel_hash()
+    with pytest.raises(SystemExit, match="no kernel source"):
+        bench.build(bench.parse_variant("t=torch:source=filtered.cu"))
+
+
 def test_parse_shape(bench):
     assert bench.parse_shape("256x131072") == (256, 131072)
     for bad in ("256", "0x5", "ax4"):
