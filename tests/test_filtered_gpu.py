@@ -77,6 +77,39 @@ def test_a_plateau_with_a_sampled_stray_value():
     assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
 
 
+#: Rows whose k-th value sits at an end of the key range or beside zero, so that the stream's one
+#: float compare (kernels/filtered.cu, Threshold) runs with its special thresholds: below = -inf
+#: (an -inf plateau), +inf (a +inf plateau: only NaN passes), NaN (a bucket of NaNs), -denorm_min
+#: (a plateau of -denorm_min: both zeros pass), +0.0 and FLT_MAX. Each row: `fill` everywhere, then
+#: `spots` values from `among` at random positions (a fixed seed).
+_INF, _MAX, _DMIN = float("inf"), torch.finfo(torch.float32).max, 2.0 ** -149
+END_ROWS = {
+    "minus_inf_plateau": (-_INF, (0.5, -1.0, float("nan")), 1000),
+    "plus_inf_plateau": (_INF, (float("nan"), 1.0), 1000),
+    "mostly_nan": (float("nan"), (-_INF, 2.0, _INF, -0.0), 5000),
+    "minus_denorm_min_plateau": (-_DMIN, (0.0, -0.0, _DMIN, -2 * _DMIN), 3000),
+    "signed_zero_plateau": (-0.0, (0.0, _DMIN, -_DMIN, 1.0), 3000),
+    "flt_max_plateau": (_MAX, (_INF, -_MAX, float("nan")), 1500),
+    "lowest_finite_plateau": (-_MAX, (-_INF, 0.0, -0.0), 1500),
+}
+
+
+@pytest.mark.parametrize("name", sorted(END_ROWS))
+@pytest.mark.parametrize("width,k", [(20011, 2048), (131075, 1024)])
+def test_thresholds_at_the_ends_of_the_key_range(name, width, k):
+    fill, among, spots = END_ROWS[name]
+    rows = 3
+    g = torch.Generator().manual_seed(11)
+    logits = torch.full((rows, width), fill, dtype=torch.float32)
+    for r in range(rows):
+        pos = torch.randperm(width, generator=g)[:spots]
+        logits[r, pos] = torch.tensor(among)[torch.randint(len(among), (spots,), generator=g)]
+    logits = logits.cuda()
+    lengths = torch.full((rows,), width, dtype=torch.int32, device="cuda")
+    out = run_checked(Filtered(), logits, None, k)
+    assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
+
+
 @pytest.mark.parametrize("k", [4095, 4096, 4097, 8191])
 @pytest.mark.parametrize("dist", [Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.TIE_HEAVY],
                          ids=lambda d: d.value)
