@@ -383,12 +383,11 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
                                                   int part, int parts) {
     const int tid = threadIdx.x;
     int ties = 0;
-    // A slot past the capacity writes the last entry: the count then exceeds the capacity, and an
-    // overflowed buffer is never read (the selection rescans the row). No branch a candidate.
     auto keep = [&](int i, uint32_t bits, int slot) {
-        slot = min(slot, kCapacity - 1);
-        cand_key()[slot] = bits;
-        cand_idx()[slot] = i;
+        if (slot < kCapacity) {
+            cand_key()[slot] = bits;
+            cand_idx()[slot] = i;
+        }
     };
     // The scalar head (up to 16-byte alignment) and tail: at most 3 + 3 threads, one element each.
     const int head = topk::vector_head(x, n);
