@@ -29,10 +29,10 @@ Complexity
     Chosen by held-out regret (topkbench.holdout): every candidate is fitted without the cells
     of each split of the three schemes (leave one seq_len out, leave one rows value out, random
     20%) and judged on them. The winner has the fewest unavailable held-out picks, then the
-    smallest pooled geometric-mean held-out regret; among candidates within 0.1% of that (equal
-    on cells they did not see), the one with the fewest misses on the measured cells (a pick more
-    than 5% slower than the cell's fastest allowed implementation), then the simplest (fewest k
-    bands, then row bands, then cuts). The reported held-out figures are
+    smallest pooled geometric-mean held-out regret; among candidates within 0.5% of that (equal
+    on cells they did not see: a sweep's timings spread by 1-3%), the one with the fewest misses
+    on the measured cells (a pick more than 5% slower than the cell's fastest allowed
+    implementation), then the simplest (fewest k bands, then row bands, then cuts). The reported held-out figures are
     those of the chosen candidate, so they carry a little selection optimism; every
     candidate's figures are written to the .fit.json.
 """
@@ -51,8 +51,10 @@ from topkbench.results import Figures, Points, Provenance
 
 _EPS = 1e-9
 #: Candidates within this share of the best pooled held-out geomean count as equal (the fewest
-#: misses, then the simplest, wins).
-SELECTION_TOLERANCE = 1e-3
+#: misses, then the simplest, wins). At 0.1% the H200's seven runs kept a model with 7 misses
+#: where one 0.25% behind on held-out cells has 2, and the H100's one with 2 where one 0.4% behind
+#: has none.
+SELECTION_TOLERANCE = 5e-3
 #: A pick more than this share slower than the cell's fastest allowed implementation is a miss.
 MISS_MARGIN = 0.05
 Cost = tuple[float, float]  # (cells given to an unavailable implementation, sum of log regret)

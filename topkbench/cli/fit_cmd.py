@@ -12,7 +12,7 @@ from rich.table import Table
 from topkbench import codegen, dispatch
 from topkbench.errors import UsageError
 from topkbench.evaluate import Evaluation, evaluate
-from topkbench.fit import DEFAULT_CAPS, Complexity, FitResult, fit
+from topkbench.fit import DEFAULT_CAPS, MISS_MARGIN, SELECTION_TOLERANCE, Complexity, FitResult, fit
 from topkbench.output_files import check_output_path, write_texts
 from topkbench.results import select_points
 from topkbench.store import read_results
@@ -23,12 +23,12 @@ _PARAGRAPHS = (
     with status ok of one GPU are used (a point measured by several runs: the newest); an implementation
     that is unsupported, wrong or failed at a point is unavailable there (infinite regret). Length modes and
     distributions measured at one (rows, seq_len, k) cell are combined by their WORST regret.""",
-    """k bands, row bands and seq_len cut points found by an exact search for every complexity up to
+    f"""k bands, row bands and seq_len cut points found by an exact search for every complexity up to
     the caps; the complexity with the lowest held-out regret (leave one seq_len out, leave one rows value
-    out, random 20%) is kept, and among those within 0.1% of it the one with the fewest misses (picks
-    more than 5% slower than the fastest at a measured cell), then the simplest. Cuts sit where the two
-    sides' regret cross between measured values; values outside the measured range get the nearest
-    band.""",
+    out, random 20%) is kept, and among those within {100 * SELECTION_TOLERANCE:g}% of it the one with the
+    fewest misses (picks more than {100 * MISS_MARGIN:g}% slower than the fastest at a measured cell), then
+    the simplest. Cuts sit where the two sides' regret cross between measured values; values outside the
+    measured range get the nearest band.""",
     """The module picks only built-in implementations unless --impl names the ones it may pick (plugins
     included). Writes OUT (the module), OUT.fit.json and OUT.fit.md, and prints the held-out figures next
     to every fixed choice and the hand rules.""",

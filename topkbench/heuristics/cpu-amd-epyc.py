@@ -50,7 +50,7 @@ How the fit works
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.
     The complexity, 1 k band(s) x 2 row band(s) x 1 seq_len cut(s), is the one with the lowest held-out regret,
     pooled over leave one seq_len out, leave one rows value out and a random 20% hold-out;
-    among those within 0.1% of it, the one whose picks on the measured cells are least often
+    among those within 0.5% of it, the one whose picks on the measured cells are least often
     more than 5% slower than the cell's fastest implementation (misses), then the simplest.
 
 DEVICE

@@ -9,16 +9,16 @@ Kernel hashes: large_context 86a819020da7eb5a, per_row cbc83d7460f55925, radix 7
 Measured with topkbench 0.1.0; fitted with topkbench 0.1.0
 Data: k 512, 1024, 2048; length_mode fixed, ragged; distribution normal, relu_plateau; timing_mode graph; l2 hot
 Cells (rows, seq_len, k): 324
-Model: 2 k band(s) x 4 row band(s) x 3 seq_len cut(s), chosen among 144 complexities up to 4 k
-    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0204 (the lowest:
-    1.0204), 2 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
+Model: 3 k band(s) x 4 row band(s) x 3 seq_len cut(s), chosen among 144 complexities up to 4 k
+    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0243 (the lowest:
+    1.0204), 0 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
     cut(s), has 1.2605 and 118 miss(es)).
 Figures (regret = time / fastest measured time; worst over length modes and distributions;
 held-out: on cells the thresholds were not fitted to, the fit's quality):
-    fit, held-out seq_len     geomean 1.0152  max 1.6800  within 5% 91.0%  unavailable 0/324
-    fit, held-out rows        geomean 1.0296  max 1.5983  within 5% 87.0%  unavailable 0/324
-    fit, held-out random 20%  geomean 1.0163  max 1.7133  within 5% 90.7%  unavailable 0/324
-    fit, in-sample            geomean 1.0112  max 1.3219  within 5% 92.0%  unavailable 0/324
+    fit, held-out seq_len     geomean 1.0229  max 1.7207  within 5% 88.9%  unavailable 0/324
+    fit, held-out rows        geomean 1.0328  max 1.6541  within 5% 86.4%  unavailable 0/324
+    fit, held-out random 20%  geomean 1.0172  max 1.7133  within 5% 90.1%  unavailable 0/324
+    fit, in-sample            geomean 1.0107  max 1.3208  within 5% 92.3%  unavailable 0/324
     per-cell best, in-sample  geomean 1.0106  max 1.3208  within 5% 92.3%  unavailable 0/324
     always large_context      geomean 1.9267  max 7.3938  within 5% 13.3%  unavailable 0/324
     always per_row            geomean 2.3079  max 13.3779  within 5% 20.4%  unavailable 0/324
@@ -50,9 +50,9 @@ How the fit works
     A boundary between measured values a < b sits where the two sides' log regret, linear in
     log(value), cross (rounded up to 3 significant digits); where they do not, at the geometric
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.
-    The complexity, 2 k band(s) x 4 row band(s) x 3 seq_len cut(s), is the one with the lowest held-out regret,
+    The complexity, 3 k band(s) x 4 row band(s) x 3 seq_len cut(s), is the one with the lowest held-out regret,
     pooled over leave one seq_len out, leave one rows value out and a random 20% hold-out;
-    among those within 0.1% of it, the one whose picks on the measured cells are least often
+    among those within 0.5% of it, the one whose picks on the measured cells are least often
     more than 5% slower than the cell's fastest implementation (misses), then the simplest.
 
 DEVICE
@@ -73,7 +73,7 @@ MEASURED = {
 }
 SOURCES = (('dsv32-decode-242e9613-20261125T104124-d049.parquet', ('20261125T104124-d049',)),)
 KERNEL_HASHES = (('large_context', '86a819020da7eb5a'), ('per_row', 'cbc83d7460f55925'), ('radix', '7d7a72b421def0a1'))
-COMPLEXITY = {'k_bands': 2, 'row_bands': 4, 'cuts': 3}
+COMPLEXITY = {'k_bands': 3, 'row_bands': 4, 'cuts': 3}
 
 THRESHOLDS = (
     # fitted at k = 512
@@ -83,20 +83,27 @@ THRESHOLDS = (
         (176, ((9920, 'per_row'), (None, 'large_context'))),
         (None, ((24200, 'per_row'), (None, 'large_context'))),
     )),
-    # fitted at k = 1024, 2048
+    # fitted at k = 1024
+    (1449, (
+        (56, ((6390, 'per_row'), (None, 'radix'))),
+        (78, ((8590, 'per_row'), (131000, 'radix'), (None, 'large_context'))),
+        (179, ((11500, 'per_row'), (None, 'large_context'))),
+        (None, ((29300, 'per_row'), (None, 'large_context'))),
+    )),
+    # fitted at k = 2048
     (None, (
-        (54, ((6410, 'per_row'), (None, 'radix'))),
-        (79, ((7070, 'per_row'), (135000, 'radix'), (None, 'large_context'))),
-        (190, ((12400, 'per_row'), (None, 'large_context'))),
-        (None, ((31700, 'per_row'), (None, 'large_context'))),
+        (58, ((6430, 'per_row'), (None, 'radix'))),
+        (85, ((6320, 'per_row'), (143000, 'radix'), (None, 'large_context'))),
+        (197, ((13500, 'per_row'), (None, 'large_context'))),
+        (None, ((35800, 'per_row'), (None, 'large_context'))),
     )),
 )
 
 FIGURES = {
-    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.01517, 'max': 1.680002, 'within_5pct': 0.910494, 'unavailable': 0, 'n': 324},
-    'fit, held-out rows': {'kind': 'held-out', 'geomean': 1.029626, 'max': 1.598283, 'within_5pct': 0.87037, 'unavailable': 0, 'n': 324},
-    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.016324, 'max': 1.713302, 'within_5pct': 0.907407, 'unavailable': 0, 'n': 324},
-    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.011201, 'max': 1.321906, 'within_5pct': 0.919753, 'unavailable': 0, 'n': 324},
+    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.022856, 'max': 1.720747, 'within_5pct': 0.888889, 'unavailable': 0, 'n': 324},
+    'fit, held-out rows': {'kind': 'held-out', 'geomean': 1.032819, 'max': 1.654089, 'within_5pct': 0.864198, 'unavailable': 0, 'n': 324},
+    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.017206, 'max': 1.713302, 'within_5pct': 0.901235, 'unavailable': 0, 'n': 324},
+    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.010692, 'max': 1.320849, 'within_5pct': 0.92284, 'unavailable': 0, 'n': 324},
     'per-cell best, in-sample': {'kind': 'in-sample', 'geomean': 1.010574, 'max': 1.320849, 'within_5pct': 0.92284, 'unavailable': 0, 'n': 324},
     'always large_context': {'kind': 'fixed', 'geomean': 1.926668, 'max': 7.393801, 'within_5pct': 0.132716, 'unavailable': 0, 'n': 324},
     'always per_row': {'kind': 'fixed', 'geomean': 2.307857, 'max': 13.37788, 'within_5pct': 0.203704, 'unavailable': 0, 'n': 324},
