@@ -337,7 +337,7 @@ def test_among_held_out_equals_the_fewest_misses_win_then_the_simplest():
     def candidate(k_bands, score, missed):
         return Candidate(Complexity(k_bands, 1, 0), {}, figures, score, missed)
     simple, rich, richer = candidate(1, 1.0440, 27), candidate(3, 1.0435, 0), candidate(4, 1.0435, 0)
-    assert _chosen([simple, rich, richer]) is rich      # all within 0.1%: fewest misses, then simplest
+    assert _chosen([simple, rich, richer]) is rich      # all within 0.5%: fewest misses, then simplest
     better = candidate(2, 1.0300, 5)
     assert _chosen([simple, rich, better]) is better    # a clearly lower held-out regret still wins
     # 0.25% apart on held-out cells is within a sweep's timing spread: the H200's seven runs had
