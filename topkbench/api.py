@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from topkbench import dispatch
+from topkbench.cuda import loader
 from topkbench.errors import UsageError
 from topkbench.impls import Device, registry
 from topkbench.provenance import device_slug
@@ -115,7 +116,7 @@ def resolve_auto(rows: int, width: int, k: int, device: torch.device, determinis
     candidates = list(_auto_candidates(kind, tuple(registry.names())))
     if not candidates:
         raise UsageError(f"no implementation usable here runs on {kind.value}")
-    index = (device.index if device.index is not None else torch.cuda.current_device()) if kind is Device.CUDA else None
+    index = loader.device_index(device) if kind is Device.CUDA else None
     pick = dispatch.choose(rows, width, k, candidates, device_slug(index))
     if deterministic and pick.endswith(NONDET_SUFFIX) and pick.removesuffix(NONDET_SUFFIX) in candidates:
         return pick.removesuffix(NONDET_SUFFIX)

@@ -122,9 +122,10 @@ def get_kernel(name: str, function: str, defines: Mapping[str, Any] | None = Non
     return _module(name, define_options(defines or {}), index).get_function(function)
 
 
-def device_index(tensor: torch.Tensor) -> int:
-    """The CUDA device a tensor lives on (the current device for a bare ``cuda`` device)."""
-    return tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()
+def device_index(where: torch.Tensor | torch.device) -> int:
+    """The CUDA device of a tensor, or a CUDA torch.device's (the current device for a bare ``cuda``)."""
+    device = where.device if isinstance(where, torch.Tensor) else where
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def allow_dynamic_shared(kernel: Any, nbytes: int, device_index: int) -> None:

@@ -266,7 +266,7 @@ class Filtered(_OneCtaKernel):
         workspace: tuple[torch.Tensor | None, ...] = (None, None, None)
         if plan.parts > 1:
             # Per row: the counters {candidates, ties, parts arrived, unused} (zero between launches:
-            # the row's last part resets them) and the parts' appended candidates, keys then indices.
+            # the row's last part resets them) and the parts' appended candidates: raw float bits, then indices.
             capacity = int(defines["FILTERED_CAPACITY"])
             workspace = (torch.zeros((rows, 4), dtype=torch.int32, device=logits.device),
                          torch.empty((rows, capacity), dtype=torch.int32, device=logits.device),
