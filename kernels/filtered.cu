@@ -11,15 +11,17 @@
 //            the chosen coarse bucket is heavy with one value P (a plateau: ReLU zeros, constant
 //            rows, few distinct values), t = P + 1 and the plateau's ties are only counted.
 //   stream:  one streaming pass (16-byte evict-first loads, FILTERED_UNROLL in flight per
-//            thread): every value whose key is >= t (one float compare) goes to a shared-memory
-//            buffer of (raw bits, index), slots from a warp-aggregated atomic; the elements with
-//            key t - 1 are counted. A split row's parts then append their candidates to the row's
+//            thread; the first batch is issued before the sample is read, so that its loads
+//            overlap the threshold's choice): every value whose key is >= t (one float
+//            compare) goes to a shared-memory buffer of (raw bits, index), slots from a
+//            warp-aggregated atomic; the elements with key t - 1 are counted. A split row's parts then append their candidates to the row's
 //            workspace, and the last to arrive selects, once the buffer's bits are made keys.
 //   select:  with C elements >= t and M at t - 1:
-//            C in [k, capacity]: one 11-bit digit of the buffered keys picks the k-th's bucket; a
-//              bucket of at most FILTERED_RANK_MAX elements is finished by ranking them, a fuller
-//              one by FILTERED_REFINE_BITS radix passes (and, when more ties share the k-th key
-//              than are needed, a refinement over the ties' indices);
+//            C in [k, capacity]: one 11-bit digit of the buffered keys' offsets from the least
+//              picks the k-th's bucket; a bucket of at most FILTERED_RANK_MAX elements is finished
+//              by ranking them, a fuller one by a prefix digit and FILTERED_REFINE_BITS radix
+//              passes (and, when more ties share the k-th key than are needed, a refinement over
+//              the ties' indices);
 //            C < k <= C + M: the k-th value is t - 1: the whole buffer is selected, and the first
 //              k - C ties in index order come from a walk over the row from its start (a plateau's
 //              ties are dense: the walk is short);
@@ -29,7 +31,8 @@
 //              time does.
 //   output:  the selected set in ascending index order: a bitmap of the selected indices (the
 //            histogram's words for rows up to 64K, the buffer's key words beyond), then block
-//            scans over its words place each index.
+//            scans over its words place each index (a lane a word; a warp a word where words
+//            are dense, as a plateau's ties are).
 // Deterministic: among the entries equal to the k-th largest value the lowest indices win, and
 // the output depends only on the input (buffer and workspace slots depend on scheduling, but no
 // result depends on the slot order).
@@ -117,6 +120,9 @@ static_assert(FILTERED_MIN_SAMPLE / 32 >= kWarps, "every warp needs a sample gro
 constexpr int kChunkWordsPerThread = 4;
 constexpr int kChunkWords = kChunkWordsPerThread * kBlock;
 constexpr int kBitmapWindow = 32 * kCapacity;
+// Output words with more selected bits than this in some lane of a warp are written by the whole
+// warp, a word at a time (a plateau's ties); sparser ones a lane a word.
+constexpr int kDenseWordBits = 16;
 constexpr int kMaxUnroll = FILTERED_FINAL_UNROLL > kChunkWordsPerThread ? FILTERED_FINAL_UNROLL : kChunkWordsPerThread;
 using Scan = topk::TileScan<kBlock, kMaxUnroll>;
 // The largest bucket rank_bucket finishes (one element a thread; keys and indices in the histogram;
@@ -154,6 +160,9 @@ struct Shared {
 #if FILTERED_TRACE
     long long trace_loaded;   // clock64 when the sample's histogram is complete
     long long trace_refined;  // clock64 when the buffer's refinements are done
+    long long trace_keys;     // clock64 when the buffer holds keys (buffer_keys)
+    long long trace_digit;    // clock64 when the first digit's bucket is chosen
+    long long trace_marked;   // clock64 when the output's bitmap is complete (first window)
 #endif
 };
 
@@ -274,8 +283,8 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
     constexpr int stride = 32 * kWarps;                        // to its score of the warp's next group
     // Groups of this warp: at least one (groups >= FILTERED_MIN_SAMPLE / 32 >= warps, checked below).
     const int mine = (plan.groups - warp + kWarps - 1) / kWarps;
-    wait_sample();
     for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
+    wait_sample();
     if (tid == 0) {
         sh.lo = 0xFFFFFFFFu;
         sh.hi = 0u;
@@ -368,19 +377,53 @@ __device__ __forceinline__ int warp_reserve(int* counter, int count) {
     return __shfl_sync(topk::kFullMask, base, 31) + inclusive - count;
 }
 
+// The slice of a row's 16-byte vectors that one CTA streams: a row split over `parts` CTAs
+// streams slice `part`; part 0 also takes the scalar head (up to 16-byte alignment) and tail.
+// Slices are never empty: n >= FILTERED_MIN_LENGTH gives 2047 vectors or more, parts at most 8.
+struct StreamSlice {
+    const uint4* vec;
+    int head, tail0, v_begin, v_end;
+
+    __device__ __forceinline__ StreamSlice(const float* __restrict__ x, int n, int part, int parts) {
+        head = topk::vector_head(x, n);
+        vec = reinterpret_cast<const uint4*>(x + head);
+        const int nvec = (n - head) >> 2;
+        tail0 = head + 4 * nvec;
+        v_begin = static_cast<int>(static_cast<long long>(nvec) * part / parts);
+        v_end = static_cast<int>(static_cast<long long>(nvec) * (part + 1) / parts);
+    }
+};
+
+// One batch of the stream: FILTERED_UNROLL 16-byte evict-first loads a thread, issued before any
+// is used. A vector past the slice's end loads the slice's last one again (no predicated load, no
+// register left unset); in_slice, bits 4u .. 4u + 3 for vector u, drops it.
+struct StreamBatch {
+    uint4 v[FILTERED_UNROLL];
+    uint32_t in_slice;
+
+    __device__ __forceinline__ void load(const StreamSlice& s, int v0) {
+        in_slice = 0u;
+#pragma unroll
+        for (int u = 0; u < FILTERED_UNROLL; ++u) {
+            const int i = v0 + u * kBlock + static_cast<int>(threadIdx.x);
+            v[u] = __ldcs(s.vec + (i < s.v_end ? i : s.v_end - 1));
+            in_slice |= i < s.v_end ? 0xFu << (4 * u) : 0u;
+        }
+    }
+};
+
 // The stream: every element whose key is >= th.t into the buffer (sh.count counts them all, even
 // past the capacity), on a plateau the elements at th.tie counted in sh.ties. The buffer takes the
 // raw float bits: buffer_keys turns them into keys once the count is known to fit (a conversion
 // in the stream would run in lanes that a warp's few hits leave idle). Every lane of a warp runs
 // every iteration (lanes past the end hold no candidate), so the warp reserves its slots together
-// (warp_reserve); FILTERED_UNROLL 16-byte evict-first loads are issued before any is used, and one
-// reservation serves the batch (a reservation per vector let the compiler issue one load at a time).
-//
-// A row split over `parts` CTAs streams slice `part` of its 16-byte vectors; part 0 also takes the
-// scalar head and tail.
+// (warp_reserve); one reservation serves a batch (a reservation per vector let the compiler issue
+// one load at a time). `batch` is the slice's first batch, loaded by the caller before the
+// threshold was known: its loads overlap the sample's histogram; each later batch is loaded
+// here, once the one before is kept.
 template <bool PLATEAU>
 __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, int n, const Threshold& th, Shared& sh,
-                                                  int part, int parts) {
+                                                  const StreamSlice& s, int part, StreamBatch& batch) {
     const int tid = threadIdx.x;
     int ties = 0;
     auto keep = [&](int i, uint32_t bits, int slot) {
@@ -389,16 +432,10 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
             cand_idx()[slot] = i;
         }
     };
-    // The scalar head (up to 16-byte alignment) and tail: at most 3 + 3 threads, one element each.
-    const int head = topk::vector_head(x, n);
-    const float4* vec = reinterpret_cast<const float4*>(x + head);
-    const int nvec = (n - head) >> 2;
-    const int tail0 = head + 4 * nvec;
-    const int v_begin = static_cast<int>(static_cast<long long>(nvec) * part / parts);
-    const int v_end = static_cast<int>(static_cast<long long>(nvec) * (part + 1) / parts);
+    // The scalar head and tail: at most 3 + 3 threads, one element each.
     {
-        const int i = tid < head ? tid : tail0 + (tid - head);
-        const bool valid = part == 0 && (tid < head || i < n);
+        const int i = tid < s.head ? tid : s.tail0 + (tid - s.head);
+        const bool valid = part == 0 && (tid < s.head || i < n);
         const uint32_t b = valid ? __float_as_uint(__ldg(x + i)) : 0u;
         if (PLATEAU) ties += valid && th.ties_with(b);
         const bool hit = valid && th.passes(b);
@@ -406,47 +443,40 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
         if (hit) keep(i, b, slot);
     }
     static_assert(4 * FILTERED_UNROLL <= 32, "a batch's hits are one 32-bit mask");
-    for (int v0 = v_begin; v0 < v_end; v0 += kBlock * FILTERED_UNROLL) {
-        // A vector past the slice's end loads the slice's last one again (no predicated load, no
-        // register left unset); in_slice, bits 4u .. 4u + 3 for vector u, drops it.
-        uint4 buf[FILTERED_UNROLL];
-        uint32_t in_slice = 0u;
-#pragma unroll
-        for (int u = 0; u < FILTERED_UNROLL; ++u) {
-            const int v = v0 + u * kBlock + tid;
-            buf[u] = __ldcs(reinterpret_cast<const uint4*>(vec) + (v < v_end ? v : v_end - 1));
-            in_slice |= v < v_end ? 0xFu << (4 * u) : 0u;
-        }
+    for (int v0 = s.v_begin;;) {
         // Every vector is tested (no branch a vector); the slice mask drops the ones past its end.
         uint32_t hit_mask = 0u;  // bit 4u + e: element e of vector u passes
         uint32_t tie_mask = 0u;
 #pragma unroll
         for (int u = 0; u < FILTERED_UNROLL; ++u) {
-            const uint32_t b[4] = {buf[u].x, buf[u].y, buf[u].z, buf[u].w};
+            const uint32_t b[4] = {batch.v[u].x, batch.v[u].y, batch.v[u].z, batch.v[u].w};
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 hit_mask |= static_cast<uint32_t>(th.passes(b[e])) << (4 * u + e);
                 if (PLATEAU) tie_mask |= static_cast<uint32_t>(th.ties_with(b[e])) << (4 * u + e);
             }
         }
-        hit_mask &= in_slice;
-        if (PLATEAU) ties += __popc(tie_mask & in_slice);
+        hit_mask &= batch.in_slice;
+        if (PLATEAU) ties += __popc(tie_mask & batch.in_slice);
         int slot = warp_reserve(&sh.count, __popc(hit_mask));
         if (hit_mask) {
             // A loop over each vector's hit bits, not four predicated keeps a vector: few scores
             // pass, and a warp would step through every keep that any of its lanes takes.
 #pragma unroll
             for (int u = 0; u < FILTERED_UNROLL; ++u) {
-                const int i = head + 4 * (v0 + u * kBlock + tid);
+                const int i = s.head + 4 * (v0 + u * kBlock + tid);
                 for (uint32_t m = (hit_mask >> (4 * u)) & 0xFu; m; m &= m - 1u) {
                     const int e = __ffs(m) - 1;
-                    const uint32_t low = e & 1 ? buf[u].y : buf[u].x;  // selects, not branches
-                    const uint32_t high = e & 1 ? buf[u].w : buf[u].z;
+                    const uint32_t low = e & 1 ? batch.v[u].y : batch.v[u].x;  // selects, not branches
+                    const uint32_t high = e & 1 ? batch.v[u].w : batch.v[u].z;
                     const uint32_t b = e & 2 ? high : low;
                     keep(i + e, b, slot++);
                 }
             }
         }
+        v0 += kBlock * FILTERED_UNROLL;
+        if (v0 >= s.v_end) break;
+        batch.load(s, v0);
     }
     ties = __reduce_add_sync(topk::kFullMask, ties);
     if ((tid & 31) == 0 && ties) atomicAdd(&sh.ties, ties);
@@ -464,6 +494,9 @@ __device__ __forceinline__ void buffer_keys(int c, Shared& sh) {
     }
     topk::block_minmax(lo, hi, &sh.cand_lo, &sh.cand_hi);
     __syncthreads();
+#if FILTERED_TRACE
+    if (threadIdx.x == 0) sh.trace_keys = clock64();
+#endif
 }
 
 // A row split over `parts` CTAs (few rows: one CTA a row would leave most SMs idle). Every part
@@ -516,18 +549,18 @@ __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __r
     return true;
 }
 
-// The buffered elements (c of them) at key's prefix (`tied`, at most kRankMax), ranked against each
-// other by value, then index (lower first): the one of rank needed - 1 is the last selected, its
-// key and index go to sh.boundary_key and sh.boundary_index. The list lives in the histogram.
-__device__ void rank_bucket(const topk::KeyPrefix& key, int c, int tied, int needed, Shared& sh) {
+// The buffered elements (c of them) with keys in [first, last] (`tied`, at most kRankMax), ranked
+// against each other by value, then index (lower first): the one of rank needed - 1 is the last
+// selected, its key and index go to sh.boundary_key and sh.boundary_index. The list lives in the
+// histogram.
+__device__ void rank_bucket(uint32_t first, uint32_t last, int c, int tied, int needed, Shared& sh) {
     const int tid = threadIdx.x;
     uint32_t* list_key = reinterpret_cast<uint32_t*>(sh.hist);
     int* list_index = sh.hist + kRankMax;
-    if (tid == 0) sh.listed = 0;
-    __syncthreads();  // and every thread has read the histogram's choice
+    // sh.listed is 0 (the row's start); choose_bucket's last barrier ended every read of the histogram.
     for (int j = tid; j < c; j += kBlock) {
         const uint32_t fk = cand_key()[j];
-        if (key.matches(fk)) {
+        if (fk - first <= last - first) {
             const int slot = atomicAdd(&sh.listed, 1);
             list_key[slot] = fk;
             list_index[slot] = cand_idx()[j];
@@ -566,36 +599,58 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
     Scan ts(sh.scan_totals);
     if (from_buffer) {
         buffer_keys(c, sh);
-        key.set_range(sh.cand_lo, sh.cand_hi);
+        const uint32_t lo = sh.cand_lo, hi = sh.cand_hi;
+        key.set_range(lo, hi);
         int needed = k;
         int tied = c;  // buffered elements at key's prefix
         bool ranked = false;
-        if (key.bits > 0) {
-            // One 11-bit digit of the buffered keys picks the k-th's bucket. A bucket of at most
-            // kRankMax elements (the usual case: a few thousand keys over 2048 bins) is finished by
-            // ranking its elements against each other; a fuller one by the radix refinement.
-            const int dbits = key.digit_bits(kDigitBits);
-            const int shift = key.bits - dbits;
-            const uint32_t mask = (1u << dbits) - 1u;
-            for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
-            __syncthreads();
-            for (int j = tid; j < c; j += kBlock) atomicAdd(&sh.hist[(cand_key()[j] >> shift) & mask], 1);
+        if (lo != hi) {
+            // One 11-bit digit of the buffered keys' offsets from the least picks the k-th's bucket
+            // (offsets, not a prefix digit: buffered keys often straddle a power of two, 0.9 to 4.0
+            // on a 16K row of normal scores, where a prefix digit's top bits go to the exponent and
+            // its bins are an eighth of an octave wide, ~470 candidates in the k-th's). A bucket of
+            // at most kRankMax elements (the usual case: a few thousand keys over 2048 bins) is
+            // finished by ranking its elements against each other.
+            const uint32_t span = hi - lo;
+            const int width = 32 - __clz(span);
+            const int shift = width > kDigitBits ? width - kDigitBits : 0;
+            // The histogram was cleared before the stream.
+            for (int j = tid; j < c; j += kBlock) atomicAdd(&sh.hist[(cand_key()[j] - lo) >> shift], 1);
             __syncthreads();
             topk::choose_bucket<kBins, kBlock>(sh.hist, k, sh.scratch, &sh.choice);
+#if FILTERED_TRACE
+            if (tid == 0) sh.trace_digit = clock64();
+#endif
             needed = k - sh.choice.above;
             tied = sh.choice.count;
-            key.descend(dbits, sh.choice.bucket, sh.cand_lo, sh.cand_hi);
-            if (tied > needed && tied <= kRankMax) {
-                rank_bucket(key, c, tied, needed, sh);
+            if (tied <= kRankMax) {
+                const uint32_t first = sh.choice.bucket << shift;  // the bucket's offsets
+                const uint32_t last = span - first < (1u << shift) - 1u ? span : first + ((1u << shift) - 1u);
+                rank_bucket(lo + first, lo + last, c, tied, needed, sh);
                 key.set_range(sh.boundary_key, sh.boundary_key);
                 index.set_range(~static_cast<uint32_t>(sh.boundary_index), ~static_cast<uint32_t>(sh.boundary_index));
                 all_ties = false;
                 ranked = true;
-            } else if (tied > needed) {
-                needed = topk::refine<FILTERED_REFINE_BITS, kBlock>(key, needed, refine_view(sh), [&](auto&& count) {
-                    for (int j = tid; j < c; j += kBlock) count(cand_key()[j]);
-                });
+            } else {
+                // A fuller bucket (many equal or nearly equal keys): a prefix digit over the whole
+                // buffer again, then the radix refinement of the k-th's bucket.
+                for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
+                __syncthreads();  // and every thread has read the offsets' choice
+                const int dbits = key.digit_bits(kDigitBits);
+                const int prefix_shift = key.bits - dbits;
+                const uint32_t mask = (1u << dbits) - 1u;
+                for (int j = tid; j < c; j += kBlock) atomicAdd(&sh.hist[(cand_key()[j] >> prefix_shift) & mask], 1);
+                __syncthreads();
+                topk::choose_bucket<kBins, kBlock>(sh.hist, k, sh.scratch, &sh.choice);
+                needed = k - sh.choice.above;
                 tied = sh.choice.count;
+                key.descend(dbits, sh.choice.bucket, lo, hi);
+                if (tied > needed) {
+                    needed = topk::refine<FILTERED_REFINE_BITS, kBlock>(key, needed, refine_view(sh), [&](auto&& count) {
+                        for (int j = tid; j < c; j += kBlock) count(cand_key()[j]);
+                    });
+                    tied = sh.choice.count;
+                }
             }
         }
         if (!ranked && tied > needed) {
@@ -650,11 +705,18 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
             const int i = cand_idx()[j];
             if (i >= w0 && i < w1 && (!in_histogram || selected(j))) atomicOr(&bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
         }
+        // The selected ties, a word a warp (a plateau's ties are dense: an atomic a tie would
+        // serialise on each word).
         const int ties_to = tie_end < w1 ? tie_end : w1;
-        for (int i = w0 + tid; i < ties_to; i += kBlock) {
-            if (topk::float_key(__ldg(x + i)) == tie) atomicOr(&bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
+        for (int i0 = w0 + (tid & ~31); i0 < ties_to; i0 += kBlock) {
+            const int i = i0 + (tid & 31);
+            const uint32_t tie_word = __ballot_sync(topk::kFullMask, i < ties_to && topk::float_key(__ldg(x + i)) == tie);
+            if ((tid & 31) == 0 && tie_word) atomicOr(&bitmap[(i0 - w0) >> 5], tie_word);
         }
         __syncthreads();
+#if FILTERED_TRACE
+        if (tid == 0 && w0 == 0) sh.trace_marked = clock64();
+#endif
         for (int c0 = 0; c0 < nwords && written < k; c0 += kChunkWords) {
             uint32_t words[kChunkWordsPerThread], bits[kChunkWordsPerThread], before[kChunkWordsPerThread];
 #pragma unroll
@@ -666,14 +728,28 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
             const uint32_t total = ts.template scan<kChunkWordsPerThread>(bits, before);
 #pragma unroll
             for (int u = 0; u < kChunkWordsPerThread; ++u) {
-                // A pointer stepped along the output: indexing o by the slot made the compiler
-                // rebuild the row's 64-bit address for every index written.
                 const int slot = written + static_cast<int>(before[u]);
-                int* dst = o + slot;
-                int room = k - slot;
                 const int base = w0 + 32 * (c0 + u * kBlock + tid);
-                for (uint32_t word = words[u]; word && room > 0; word &= word - 1u, --room) {
-                    *dst++ = base + __ffs(word) - 1;
+                if (__any_sync(topk::kFullMask, __popc(words[u]) > kDenseWordBits)) {
+                    // Dense words (a plateau's selected ties): the warp writes each word together,
+                    // a lane a bit, in one coalesced store, instead of each lane walking its
+                    // word's bits with a store each.
+                    const int lane = tid & 31;
+                    const int warp_base = base - 32 * lane;
+                    for (int j = 0; j < 32; ++j) {
+                        const uint32_t word = __shfl_sync(topk::kFullMask, words[u], j);
+                        const int word_slot = __shfl_sync(topk::kFullMask, slot, j);
+                        const int s = word_slot + __popc(word & ((1u << lane) - 1u));
+                        if ((word >> lane) & 1u && s < k) o[s] = warp_base + 32 * j + lane;
+                    }
+                } else {
+                    // A pointer stepped along the output: indexing o by the slot made the compiler
+                    // rebuild the row's 64-bit address for every index written.
+                    int* dst = o + slot;
+                    int room = k - slot;
+                    for (uint32_t word = words[u]; word && room > 0; word &= word - 1u, --room) {
+                        *dst++ = base + __ffs(word) - 1;
+                    }
                 }
             }
             written += static_cast<int>(total);
@@ -714,6 +790,7 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
             sh.fallback_ties = 0;
             sh.cand_lo = 0xFFFFFFFFu;
             sh.cand_hi = 0u;
+            sh.listed = 0;
         }
         const bool sampled = sampled_length(n);
         if (!sampled && part != 0) continue;  // the rescanning selection is the first part's
@@ -725,10 +802,13 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
         unsigned long long ns0;
         asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns0));
         int trace_c = -1, trace_m = -1;
-        if (tid == 0) sh.trace_loaded = sh.trace_refined = clocks[0];
+        if (tid == 0) sh.trace_loaded = sh.trace_refined = sh.trace_keys = sh.trace_digit = sh.trace_marked = clocks[0];
 #endif
         if (sampled) {
             if (staged_item != item) start_sample(x, n, k);
+            const StreamSlice slice(x, n, part, parts);
+            StreamBatch batch;
+            batch.load(slice, slice.v_begin);  // in flight while the sample sets the threshold
             const Threshold th = sample_threshold(n, k, sh);
 #if FILTERED_PREFETCH
             // The staging area is free again (sample_threshold's last barrier): the next row's
@@ -743,13 +823,16 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
                 }
             }
 #endif
+            // The selection's first histogram, cleared while no one reads it (sample_threshold
+            // ended with a barrier; the stream's end has one before the selection).
+            for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
 #if FILTERED_TRACE
             clocks[1] = clock64();
 #endif
             if (th.plateau) {
-                stream_candidates<true>(x, n, th, sh, part, parts);
+                stream_candidates<true>(x, n, th, sh, slice, part, batch);
             } else {
-                stream_candidates<false>(x, n, th, sh, part, parts);
+                stream_candidates<false>(x, n, th, sh, slice, part, batch);
             }
             __syncthreads();
             if (parts > 1) {
@@ -791,10 +874,13 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
         // ns: the row's start and end on the global timer (the CTAs' overlap).
         if (tid == 0)
             printf("filtered row %d cta %d n %d c %d m %d fallback %d cycles sample %lld stream %lld select %lld"
-                   " load %lld refine %lld ns %llu %llu\n",
+                   " load %lld refine %lld ns %llu %llu marks %lld %lld %lld\n",
                    row, blockIdx.x, n, trace_c, trace_m, fallback ? 1 : 0, clocks[1] - clocks[0], clocks[2] - clocks[1],
                    clocks[3] - clocks[2], sh.trace_loaded - clocks[0],
-                   sh.trace_refined > clocks[2] ? sh.trace_refined - clocks[2] : 0ll, ns0, ns1);
+                   sh.trace_refined > clocks[2] ? sh.trace_refined - clocks[2] : 0ll, ns0, ns1,
+                   sh.trace_keys > clocks[2] ? sh.trace_keys - clocks[2] : 0ll,
+                   sh.trace_digit > clocks[2] ? sh.trace_digit - clocks[2] : 0ll,
+                   sh.trace_marked > clocks[2] ? sh.trace_marked - clocks[2] : 0ll);
 #endif
         __syncthreads();  // the next row resets the shared counters and the histogram
     }

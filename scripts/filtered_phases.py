@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 LINE = re.compile(r"filtered row (\d+) cta (\d+) n (\d+) c (-?\d+) m (-?\d+) fallback (\d) "
                   r"cycles sample (-?\d+) stream (-?\d+) select (-?\d+)"
-                  r"(?: load (-?\d+) refine (-?\d+) ns (\d+) (\d+))?")
+                  r"(?: load (-?\d+) refine (-?\d+) ns (\d+) (\d+))?(?: marks (-?\d+) (-?\d+) (-?\d+))?")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class RowTrace:
     refine: int = 0  # cycles of the buffer's refinements (part of select; 0: none ran)
     start_ns: int = 0  # the row's span on the global timer (0: an older trace format)
     end_ns: int = 0
+    keys: int = 0  # cycles into select when the buffer holds keys (0: not reached or an older format)
+    digit: int = 0  # ... when the first digit's bucket is chosen
+    marked: int = 0  # ... when the output's bitmap is complete
 
     @property
     def total(self) -> int:
@@ -64,6 +67,12 @@ def summary(rows: list[RowTrace], ghz: float, slowest: int = 3) -> list[str]:
         lines.append(f"  of which: sample loads {mean(lambda r: r.load):.1f}, select refinements "
                      f"{mean(lambda r: r.refine):.1f}, output {mean(lambda r: r.select - r.refine):.1f};"
                      f" first row start to last row end {span:.1f} us")
+    marked = [r for r in rows if r.marked]
+    if marked:
+        at = lambda f: sum(f(r) for r in marked) / len(marked) * us  # noqa: E731
+        lines.append(f"  select, cumulative us ({len(marked)} rows): keys {at(lambda r: r.keys):.2f}, digit "
+                     f"{at(lambda r: r.digit):.2f}, refined {at(lambda r: r.refine):.2f}, bitmap "
+                     f"{at(lambda r: r.marked):.2f}, end {at(lambda r: r.select):.2f}")
     for r in sorted(rows, key=lambda r: -r.total)[:slowest]:
         lines.append(f"  slow row {r.row} (cta {r.cta}): buffered {r.buffered} ties {r.ties} fallback {int(r.fallback)}"
                      f" us {r.sample * us:.1f} / {r.stream * us:.1f} / {r.select * us:.1f}")

@@ -148,19 +148,23 @@ def test_one_persistent_launch_over_rows_of_every_kind(prefetch, width, build):
     assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
 
 
+@pytest.mark.parametrize("rank_max", [None, 0], ids=["rank", "refine"])
 @pytest.mark.parametrize("step", [1 / 2000, 1 / 200, 1 / 20, 0.0])
 @pytest.mark.parametrize("rows,width", [(3, 131075), (300, 40961)])
-def test_ties_in_the_k_th_bucket(step, rows, width):
+def test_ties_in_the_k_th_bucket(step, rows, width, rank_max):
     # Normal scores on a grid of `step` (0: unrounded): near the k-th value a few (1/2000), some
-    # tens (1/200) or a few hundred (1/20) elements share each value. The buffer's 11-bit bucket of
-    # the k-th then holds several values with ties (finished by ranking its elements), one value
-    # with ties, or more elements than the ranking takes (the radix and index refinements).
+    # tens (1/200) or a few hundred (1/20) elements share each value. The bucket of the k-th in the
+    # buffer's first digit (of the keys' offsets) then holds several values with ties (finished by
+    # ranking its elements), one value with ties, or more elements than the ranking takes (a prefix
+    # digit again, then the radix and index refinements). FILTERED_RANK_MAX=0 takes that last path
+    # at every step.
     k = 2048
     logits = make_workload(WorkloadSpec(rows=rows, seq_len=width, k=k, seed=8), "cuda").logits.clone()
     if step:
         logits = torch.round(logits / step) * step
     lengths = torch.full((rows,), width, dtype=torch.int32, device="cuda")
-    out = run_checked(Filtered(), logits, None, k)
+    impl = Filtered() if rank_max is None else Filtered(defines={"FILTERED_RANK_MAX": rank_max})
+    out = run_checked(impl, logits, None, k)
     assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
 
 
