@@ -7,32 +7,32 @@ Source data (file or run folder: run ids):
     dsv32-decode-1eeda980-20261128T142437-86b3.parquet: 20261128T142437-86b3
     dsv32-decode-1eeda980-20261128T152031-785f.parquet: 20261128T152031-785f
     dsv32-decode-1eeda980-20261128T154744-1733.parquet: 20261128T154744-1733
-    dsv32-decode-1eeda980-20261128T170216-4811.parquet: 20261128T170216-4811
+    dsv32-decode-1eeda980-20261128T175423-b442.parquet: 20261128T175423-b442
     dsv32-decode-a74542a7-20261128T110547-142a.parquet: 20261128T110547-142a
-Kernel hashes: filtered a8b5b7f2dd8ec165, flashinfer 963b6c9c2a700d69, flashinfer-deterministic 963b6c9c2a700d69, large_context 8c11501a564c1f0e, per_row fc982e7c9b8f3624, radix 623a0abeacb757ec
+Kernel hashes: filtered 273079cfe61ec90e, flashinfer 963b6c9c2a700d69, flashinfer-deterministic 963b6c9c2a700d69, large_context 8c11501a564c1f0e, per_row fc982e7c9b8f3624, radix 623a0abeacb757ec
 Measured with topkbench 0.1.0; fitted with topkbench 0.1.0
 Data: k 512, 1024, 2048; length_mode fixed, ragged; distribution normal, relu_plateau; timing_mode graph; l2 hot
 Cells (rows, seq_len, k): 396
-Model: 3 k band(s) x 6 row band(s) x 4 seq_len cut(s), chosen among 144 complexities up to 4 k
-    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0509 (the lowest:
-    1.0483), 2 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
-    cut(s), has 1.1327 and 147 miss(es)).
+Model: 3 k band(s) x 6 row band(s) x 3 seq_len cut(s), chosen among 144 complexities up to 4 k
+    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0404 (the lowest:
+    1.0371), 1 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
+    cut(s), has 1.1001 and 121 miss(es)).
 Figures (regret = time / fastest measured time; worst over length modes and distributions;
 held-out: on cells the thresholds were not fitted to, the fit's quality):
-    fit, held-out seq_len            geomean 1.0480  max 1.4910  within 5% 71.5%  unavailable 0/396
-    fit, held-out rows               geomean 1.0477  max 1.4201  within 5% 69.7%  unavailable 0/396
-    fit, held-out random 20%         geomean 1.0570  max 2.5653  within 5% 70.5%  unavailable 0/396
-    fit, in-sample                   geomean 1.0384  max 1.4201  within 5% 74.2%  unavailable 0/396
-    per-cell best, in-sample         geomean 1.0373  max 1.3685  within 5% 74.7%  unavailable 0/396
-    always filtered                  geomean 1.1327  max 1.7204  within 5% 48.0%  unavailable 0/396
+    fit, held-out seq_len            geomean 1.0383  max 1.4930  within 5% 76.3%  unavailable 0/396
+    fit, held-out rows               geomean 1.0407  max 1.4201  within 5% 73.0%  unavailable 0/396
+    fit, held-out random 20%         geomean 1.0422  max 1.6940  within 5% 74.0%  unavailable 0/396
+    fit, in-sample                   geomean 1.0316  max 1.4201  within 5% 77.5%  unavailable 0/396
+    per-cell best, in-sample         geomean 1.0309  max 1.3666  within 5% 77.5%  unavailable 0/396
+    always filtered                  geomean 1.1001  max 1.6316  within 5% 52.3%  unavailable 0/396
     always flashinfer                geomean inf  max inf  within 5% 0.0%  unavailable 275/396
     always flashinfer-deterministic  geomean inf  max inf  within 5% 0.0%  unavailable 275/396
-    always large_context             geomean 2.2523  max 6.6553  within 5% 0.0%  unavailable 0/396
-    always per_row                   geomean 2.5183  max 10.3935  within 5% 4.5%  unavailable 0/396
-    always radix                     geomean 1.8414  max 15.4697  within 5% 24.5%  unavailable 0/396
-    always torch                     geomean 5.7708  max 16.3214  within 5% 0.0%  unavailable 0/396
-    rule proposal                    geomean 1.8490  max 15.4697  within 5% 15.2%  unavailable 0/396
-    rule batch128                    geomean 2.0214  max 6.6553  within 5% 4.5%  unavailable 0/396
+    always large_context             geomean 2.2933  max 6.6250  within 5% 0.0%  unavailable 0/396
+    always per_row                   geomean 2.5598  max 10.3935  within 5% 4.5%  unavailable 0/396
+    always radix                     geomean 1.8798  max 17.1650  within 5% 23.7%  unavailable 0/396
+    always torch                     geomean 5.8906  max 16.6827  within 5% 0.0%  unavailable 0/396
+    rule proposal                    geomean 1.8797  max 17.1650  within 5% 14.9%  unavailable 0/396
+    rule batch128                    geomean 2.0473  max 6.6250  within 5% 4.5%  unavailable 0/396
 
 How select() reads THRESHOLDS
     THRESHOLDS = ((k_below, ROW_BANDS), ...)           k bands, ascending
@@ -57,7 +57,7 @@ How the fit works
     A boundary between measured values a < b sits where the two sides' log regret, linear in
     log(value), cross (rounded up to 3 significant digits); where they do not, at the geometric
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.
-    The complexity, 3 k band(s) x 6 row band(s) x 4 seq_len cut(s), is the one with the lowest held-out regret,
+    The complexity, 3 k band(s) x 6 row band(s) x 3 seq_len cut(s), is the one with the lowest held-out regret,
     pooled over leave one seq_len out, leave one rows value out and a random 20% hold-out;
     among those within 0.5% of it, the one whose picks on the measured cells are least often
     more than 5% slower than the cell's fastest implementation (misses), then the simplest.
@@ -78,55 +78,55 @@ MEASURED = {
     'rows': (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     'seq_len': (1024, 2048, 4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072, 163840),
 }
-SOURCES = (('dsv32-decode-1eeda980-20261128T142437-86b3.parquet', ('20261128T142437-86b3',)), ('dsv32-decode-1eeda980-20261128T152031-785f.parquet', ('20261128T152031-785f',)), ('dsv32-decode-1eeda980-20261128T154744-1733.parquet', ('20261128T154744-1733',)), ('dsv32-decode-1eeda980-20261128T170216-4811.parquet', ('20261128T170216-4811',)), ('dsv32-decode-a74542a7-20261128T110547-142a.parquet', ('20261128T110547-142a',)))
-KERNEL_HASHES = (('filtered', 'a8b5b7f2dd8ec165'), ('flashinfer', '963b6c9c2a700d69'), ('flashinfer-deterministic', '963b6c9c2a700d69'), ('large_context', '8c11501a564c1f0e'), ('per_row', 'fc982e7c9b8f3624'), ('radix', '623a0abeacb757ec'))
-COMPLEXITY = {'k_bands': 3, 'row_bands': 6, 'cuts': 4}
+SOURCES = (('dsv32-decode-1eeda980-20261128T142437-86b3.parquet', ('20261128T142437-86b3',)), ('dsv32-decode-1eeda980-20261128T152031-785f.parquet', ('20261128T152031-785f',)), ('dsv32-decode-1eeda980-20261128T154744-1733.parquet', ('20261128T154744-1733',)), ('dsv32-decode-1eeda980-20261128T175423-b442.parquet', ('20261128T175423-b442',)), ('dsv32-decode-a74542a7-20261128T110547-142a.parquet', ('20261128T110547-142a',)))
+KERNEL_HASHES = (('filtered', '273079cfe61ec90e'), ('flashinfer', '963b6c9c2a700d69'), ('flashinfer-deterministic', '963b6c9c2a700d69'), ('large_context', '8c11501a564c1f0e'), ('per_row', 'fc982e7c9b8f3624'), ('radix', '623a0abeacb757ec'))
+COMPLEXITY = {'k_bands': 3, 'row_bands': 6, 'cuts': 3}
 
 THRESHOLDS = (
     # fitted at k = 512
     (725, (
-        (6, ((9330, 'per_row'), (12800, 'large_context'), (None, 'radix'))),
-        (12, ((6550, 'filtered'), (13700, 'large_context'), (None, 'radix'))),
-        (19, ((6020, 'filtered'), (19200, 'large_context'), (28900, 'filtered'), (74100, 'radix'), (None, 'filtered'))),
-        (93, ((3970, 'filtered'), (7230, 'per_row'), (13600, 'large_context'), (19200, 'radix'), (None, 'filtered'))),
-        (157, ((7440, 'filtered'), (10400, 'large_context'), (None, 'filtered'))),
+        (6, ((9180, 'per_row'), (21700, 'filtered'), (None, 'radix'))),
+        (12, ((24700, 'filtered'), (None, 'radix'))),
+        (21, ((32700, 'filtered'), (74100, 'radix'), (None, 'filtered'))),
+        (35, ((1150, 'per_row'), (3890, 'filtered'), (8380, 'per_row'), (None, 'filtered'))),
+        (78, ((1090, 'per_row'), (3760, 'filtered'), (4420, 'per_row'), (None, 'filtered'))),
         (None, ((None, 'filtered'),)),
     )),
     # fitted at k = 1024
     (1449, (
-        (2, ((2960, 'per_row'), (11800, 'filtered'), (None, 'radix'))),
-        (3, ((5510, 'per_row'), (16600, 'filtered'), (None, 'radix'))),
-        (11, ((3090, 'per_row'), (17300, 'filtered'), (None, 'radix'))),
-        (24, ((2310, 'per_row'), (21500, 'filtered'), (78000, 'radix'), (None, 'filtered'))),
-        (40, ((2120, 'filtered'), (6050, 'per_row'), (20500, 'filtered'), (38800, 'radix'), (None, 'filtered'))),
+        (3, ((5280, 'per_row'), (17800, 'filtered'), (None, 'radix'))),
+        (5, ((3400, 'per_row'), (14700, 'filtered'), (None, 'radix'))),
+        (12, ((2590, 'per_row'), (21400, 'filtered'), (None, 'radix'))),
+        (24, ((2230, 'per_row'), (25700, 'filtered'), (76900, 'radix'), (None, 'filtered'))),
+        (37, ((8210, 'per_row'), (22900, 'filtered'), (30700, 'radix'), (None, 'filtered'))),
         (None, ((None, 'filtered'),)),
     )),
     # fitted at k = 2048
     (None, (
-        (13, ((9640, 'per_row'), (None, 'radix'))),
-        (27, ((6170, 'filtered'), (9090, 'per_row'), (86200, 'radix'), (None, 'filtered'))),
-        (59, ((6580, 'filtered'), (8940, 'per_row'), (16000, 'radix'), (None, 'filtered'))),
-        (191, ((8800, 'per_row'), (None, 'filtered'))),
-        (635, ((5760, 'filtered'), (8530, 'per_row'), (None, 'filtered'))),
-        (None, ((8440, 'per_row'), (None, 'filtered'))),
+        (12, ((9620, 'per_row'), (None, 'radix'))),
+        (23, ((6160, 'filtered'), (9090, 'per_row'), (76700, 'radix'), (None, 'filtered'))),
+        (48, ((6350, 'filtered'), (8930, 'per_row'), (13200, 'radix'), (None, 'filtered'))),
+        (297, ((8540, 'per_row'), (None, 'filtered'))),
+        (655, ((None, 'filtered'),)),
+        (None, ((5260, 'per_row'), (None, 'filtered'))),
     )),
 )
 
 FIGURES = {
-    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.04797, 'max': 1.491015, 'within_5pct': 0.714646, 'unavailable': 0, 'n': 396},
-    'fit, held-out rows': {'kind': 'held-out', 'geomean': 1.047663, 'max': 1.420122, 'within_5pct': 0.69697, 'unavailable': 0, 'n': 396},
-    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.056956, 'max': 2.565307, 'within_5pct': 0.704545, 'unavailable': 0, 'n': 396},
-    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.038355, 'max': 1.420122, 'within_5pct': 0.742424, 'unavailable': 0, 'n': 396},
-    'per-cell best, in-sample': {'kind': 'in-sample', 'geomean': 1.037336, 'max': 1.368457, 'within_5pct': 0.747475, 'unavailable': 0, 'n': 396},
-    'always filtered': {'kind': 'fixed', 'geomean': 1.132665, 'max': 1.720377, 'within_5pct': 0.479798, 'unavailable': 0, 'n': 396},
+    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.038255, 'max': 1.493012, 'within_5pct': 0.762626, 'unavailable': 0, 'n': 396},
+    'fit, held-out rows': {'kind': 'held-out', 'geomean': 1.040655, 'max': 1.420122, 'within_5pct': 0.729798, 'unavailable': 0, 'n': 396},
+    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.042167, 'max': 1.694042, 'within_5pct': 0.739899, 'unavailable': 0, 'n': 396},
+    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.031609, 'max': 1.420122, 'within_5pct': 0.775253, 'unavailable': 0, 'n': 396},
+    'per-cell best, in-sample': {'kind': 'in-sample', 'geomean': 1.030856, 'max': 1.366556, 'within_5pct': 0.775253, 'unavailable': 0, 'n': 396},
+    'always filtered': {'kind': 'fixed', 'geomean': 1.100076, 'max': 1.631642, 'within_5pct': 0.522727, 'unavailable': 0, 'n': 396},
     'always flashinfer': {'kind': 'fixed', 'geomean': float('inf'), 'max': float('inf'), 'within_5pct': 0.0, 'unavailable': 275, 'n': 396},
     'always flashinfer-deterministic': {'kind': 'fixed', 'geomean': float('inf'), 'max': float('inf'), 'within_5pct': 0.0, 'unavailable': 275, 'n': 396},
-    'always large_context': {'kind': 'fixed', 'geomean': 2.252317, 'max': 6.65527, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
-    'always per_row': {'kind': 'fixed', 'geomean': 2.518347, 'max': 10.393488, 'within_5pct': 0.045455, 'unavailable': 0, 'n': 396},
-    'always radix': {'kind': 'fixed', 'geomean': 1.841421, 'max': 15.469708, 'within_5pct': 0.244949, 'unavailable': 0, 'n': 396},
-    'always torch': {'kind': 'fixed', 'geomean': 5.770812, 'max': 16.321405, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
-    'rule proposal': {'kind': 'rule', 'geomean': 1.84901, 'max': 15.469708, 'within_5pct': 0.151515, 'unavailable': 0, 'n': 396},
-    'rule batch128': {'kind': 'rule', 'geomean': 2.021443, 'max': 6.65527, 'within_5pct': 0.045455, 'unavailable': 0, 'n': 396},
+    'always large_context': {'kind': 'fixed', 'geomean': 2.293291, 'max': 6.625022, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
+    'always per_row': {'kind': 'fixed', 'geomean': 2.559804, 'max': 10.393488, 'within_5pct': 0.045455, 'unavailable': 0, 'n': 396},
+    'always radix': {'kind': 'fixed', 'geomean': 1.879777, 'max': 17.165002, 'within_5pct': 0.237374, 'unavailable': 0, 'n': 396},
+    'always torch': {'kind': 'fixed', 'geomean': 5.890618, 'max': 16.682705, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
+    'rule proposal': {'kind': 'rule', 'geomean': 1.879728, 'max': 17.165002, 'within_5pct': 0.14899, 'unavailable': 0, 'n': 396},
+    'rule batch128': {'kind': 'rule', 'geomean': 2.047332, 'max': 6.625022, 'within_5pct': 0.045455, 'unavailable': 0, 'n': 396},
 }
 
 
