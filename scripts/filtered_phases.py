@@ -59,7 +59,11 @@ def summary(rows: list[RowTrace], ghz: float, slowest: int = 3) -> list[str]:
     if not rows:
         return ["no trace lines"]
     us = 1e-3 / ghz
-    mean = lambda f: sum(f(r) for r in rows) / len(rows) * us  # noqa: E731
+
+    def mean(f, over: list[RowTrace] = rows) -> float:
+        """Mean microseconds of f(row) over the rows (cycles at the clock)."""
+        return sum(f(r) for r in over) / len(over) * us
+
     lines = [f"rows {len(rows)}, fallback {sum(r.fallback for r in rows)}; mean us: sample {mean(lambda r: r.sample):.1f}"
              f" stream {mean(lambda r: r.stream):.1f} select {mean(lambda r: r.select):.1f}"]
     if any(r.end_ns for r in rows):
@@ -69,10 +73,9 @@ def summary(rows: list[RowTrace], ghz: float, slowest: int = 3) -> list[str]:
                      f" first row start to last row end {span:.1f} us")
     marked = [r for r in rows if r.marked]
     if marked:
-        at = lambda f: sum(f(r) for r in marked) / len(marked) * us  # noqa: E731
-        lines.append(f"  select, cumulative us ({len(marked)} rows): keys {at(lambda r: r.keys):.2f}, digit "
-                     f"{at(lambda r: r.digit):.2f}, refined {at(lambda r: r.refine):.2f}, bitmap "
-                     f"{at(lambda r: r.marked):.2f}, end {at(lambda r: r.select):.2f}")
+        lines.append(f"  select, cumulative us ({len(marked)} rows): keys {mean(lambda r: r.keys, marked):.2f}, "
+                     f"digit {mean(lambda r: r.digit, marked):.2f}, refined {mean(lambda r: r.refine, marked):.2f}, "
+                     f"bitmap {mean(lambda r: r.marked, marked):.2f}, end {mean(lambda r: r.select, marked):.2f}")
     for r in sorted(rows, key=lambda r: -r.total)[:slowest]:
         lines.append(f"  slow row {r.row} (cta {r.cta}): buffered {r.buffered} ties {r.ties} fallback {int(r.fallback)}"
                      f" us {r.sample * us:.1f} / {r.stream * us:.1f} / {r.select * us:.1f}")
