@@ -91,6 +91,11 @@
 #ifndef FILTERED_RANK_MAX
 #define FILTERED_RANK_MAX 128
 #endif
+// A warp's stream batch with more hits than this stores them with predicated stores (see
+// kDenseBatchHits).
+#ifndef FILTERED_DENSE_BATCH_HITS
+#define FILTERED_DENSE_BATCH_HITS 8
+#endif
 #ifndef FILTERED_FINAL_UNROLL
 #define FILTERED_FINAL_UNROLL 2
 #endif
@@ -126,6 +131,14 @@ constexpr int kBitmapWindow = 32 * kCapacity;
 // 1024 x 8192, k=2048 (~33 dense words), but 1.02-1.07x at k=512 (~9 dense words, one warp).
 constexpr int kDenseWordBits = 16;
 constexpr int kDenseLanes = 16;
+// A warp's stream batch with more hits than this stores them with predicated stores, bit by bit;
+// one with fewer loops over its hits (stream_candidates). Measured on the H200 (k=2048,
+// bench_variants, x the read floor), the loop alone -> this split at 8 hits: 1024 x 32768
+// 2.38 -> 2.16 (normal) and 2.38 -> 2.23 (relu_plateau), 512 x 65536 1.97 -> 1.83 and 2.10 -> 2.04,
+// 64 x 32768 4.18 -> 3.66; splits at 4-12 hits within 2% of each other, at 16-24 plateau rows
+// lost the gain (2.08-2.11 at 512 x 65536). Predicated stores only, with no loop, were 1.20x the
+// time on 256 x 131072's plateau rows (about 5 hits a batch).
+constexpr int kDenseBatchHits = FILTERED_DENSE_BATCH_HITS;
 constexpr int kMaxUnroll = FILTERED_FINAL_UNROLL > kChunkWordsPerThread ? FILTERED_FINAL_UNROLL : kChunkWordsPerThread;
 using Scan = topk::TileScan<kBlock, kMaxUnroll>;
 // The largest bucket rank_bucket finishes (one element a thread; keys and indices in the histogram;
@@ -364,8 +377,9 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
 
 // Slots for every lane's `count` candidates, called by all 32 lanes of a warp together: one atomic
 // per warp, each lane's first slot from a warp scan of the counts (five shuffles; per-bit ballots
-// took as long at 1-2 candidates a lane and longer beyond). Returns this lane's first slot.
-__device__ __forceinline__ int warp_reserve(int* counter, int count) {
+// took as long at 1-2 candidates a lane and longer beyond). Returns this lane's first slot; `total`
+// is the warp's count.
+__device__ __forceinline__ int warp_reserve(int* counter, int count, int& total) {
     const int lane = threadIdx.x & 31;
     int inclusive = count;
 #pragma unroll
@@ -373,7 +387,7 @@ __device__ __forceinline__ int warp_reserve(int* counter, int count) {
         const int other = __shfl_up_sync(topk::kFullMask, inclusive, d);
         if (lane >= d) inclusive += other;
     }
-    const int total = __shfl_sync(topk::kFullMask, inclusive, 31);
+    total = __shfl_sync(topk::kFullMask, inclusive, 31);
     if (total == 0) return 0;
     int base = 0;
     if (lane == 31) base = atomicAdd(counter, total);
@@ -442,7 +456,8 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
         const uint32_t b = valid ? __float_as_uint(__ldg(x + i)) : 0u;
         if (PLATEAU) ties += valid && th.ties_with(b);
         const bool hit = valid && th.passes(b);
-        const int slot = warp_reserve(&sh.count, hit ? 1 : 0);
+        int total;
+        const int slot = warp_reserve(&sh.count, hit ? 1 : 0, total);
         if (hit) keep(i, b, slot);
     }
     static_assert(4 * FILTERED_UNROLL <= 32, "a batch's hits are one 32-bit mask");
@@ -461,10 +476,32 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
         }
         hit_mask &= batch.in_slice;
         if (PLATEAU) ties += __popc(tie_mask & batch.in_slice);
-        int slot = warp_reserve(&sh.count, __popc(hit_mask));
-        if (hit_mask) {
-            // A loop over each vector's hit bits, not four predicated keeps a vector: few scores
-            // pass, and a warp would step through every keep that any of its lanes takes.
+        const int hits = __popc(hit_mask);
+        int total;
+        int slot = warp_reserve(&sh.count, hits, total);
+        if (total > kDenseBatchHits) {
+            // Many hits (9% of the scores at 32K): predicated stores at consecutive
+            // slots, every bit of the batch in turn, with no loop a warp steps through for its
+            // lanes' hits. Past the capacity the row overflows, and its buffer is never read.
+            if (slot + hits <= kCapacity) {
+                uint32_t* dst = cand_key() + slot;  // dst[kCapacity]: the index half
+#pragma unroll
+                for (int u = 0; u < FILTERED_UNROLL; ++u) {
+                    const int i = s.head + 4 * (v0 + u * kBlock + tid);
+                    const uint32_t b[4] = {batch.v[u].x, batch.v[u].y, batch.v[u].z, batch.v[u].w};
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        if ((hit_mask >> (4 * u + e)) & 1u) {
+                            dst[0] = b[e];
+                            dst[kCapacity] = static_cast<uint32_t>(i + e);
+                            ++dst;
+                        }
+                    }
+                }
+            }
+        } else if (hit_mask) {
+            // Few hits (a plateau's sparse scores above it): a loop over each vector's hit bits,
+            // not a predicated store for every bit.
 #pragma unroll
             for (int u = 0; u < FILTERED_UNROLL; ++u) {
                 const int i = s.head + 4 * (v0 + u * kBlock + tid);

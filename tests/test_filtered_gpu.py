@@ -168,6 +168,22 @@ def test_ties_in_the_k_th_bucket(step, rows, width, rank_max):
     assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
 
 
+@pytest.mark.parametrize("dense_batch_hits", [0, 1 << 20], ids=["predicated", "loop"])
+@pytest.mark.parametrize("dist", [Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.TIE_HEAVY,
+                                  Distribution.LSB10, Distribution.SPECIALS, Distribution.SUBNORMAL_MIN],
+                         ids=lambda d: d.value)
+@pytest.mark.parametrize("rows,width", [(3, 131075), (300, 40961)])
+def test_both_ways_of_storing_a_stream_batch(dist, rows, width, dense_batch_hits):
+    # A warp stores its batch's hits with a predicated store a bit where it has more than
+    # FILTERED_DENSE_BATCH_HITS of them, else with a loop over the hits: each way alone, at every
+    # kind of row (lsb10 overflows the buffer), split rows (3) and the persistent grid (300).
+    k = 2048
+    impl = Filtered(defines={"FILTERED_DENSE_BATCH_HITS": dense_batch_hits})
+    w = make_workload(WorkloadSpec(rows=rows, seq_len=width, k=k, distribution=dist, length_mode=RAGGED, seed=9), "cuda")
+    out = run_checked(impl, w.logits, w.lengths_arg, k)
+    assert torch.equal(out.cpu(), promised_output(w.logits, w.lengths, k))
+
+
 @pytest.mark.parametrize("capacity,width", [(8192, 300007), (4096, 140001)])
 @pytest.mark.parametrize("dist", [Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.TIE_HEAVY],
                          ids=lambda d: d.value)
