@@ -589,6 +589,17 @@ __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __r
     return true;
 }
 
+// The rank of entry (fk, i) among a list's `tied` entries: those of greater keys, then of equal
+// keys and lower indices, come first.
+__device__ __forceinline__ int list_rank(const uint32_t* list_key, const int* list_index, int tied, uint32_t fk, int i) {
+    int rank = 0;
+    for (int u = 0; u < tied; ++u) {
+        const uint32_t other = list_key[u];
+        rank += other > fk || (other == fk && list_index[u] < i);
+    }
+    return rank;
+}
+
 // The buffered elements (c of them) with keys in [first, last] (`tied`, at most kRankMax), ranked
 // against each other by value, then index (lower first): the one of rank needed - 1 is the last
 // selected, its key and index go to sh.boundary_key and sh.boundary_index. The list lives in the
@@ -610,15 +621,44 @@ __device__ void rank_bucket(uint32_t first, uint32_t last, int c, int tied, int 
     if (tid < tied) {
         const uint32_t fk = list_key[tid];
         const int i = list_index[tid];
-        int rank = 0;
-        for (int u = 0; u < tied; ++u) {
-            const uint32_t other = list_key[u];
-            rank += other > fk || (other == fk && list_index[u] < i);
-        }
-        if (rank == needed - 1) {
+        if (list_rank(list_key, list_index, tied, fk, i) == needed - 1) {
             sh.boundary_key = fk;
             sh.boundary_index = i;
         }
+    }
+    __syncthreads();
+}
+
+// The output's bitmap (the histogram's words: rows of at most 32 kBins scores) of the selection
+// that a bucket of keys [first, last] decides, `tied` (at most kRankMax) entries of which the
+// `needed` first are selected: one pass over the buffer marks every entry above the bucket and
+// lists the bucket's entries past the buffer's end (c + kRankMax <= kCapacity), which are then
+// ranked and marked. rank_bucket and a later marking pass took a pass over the buffer and two
+// barriers more (H200, normal scores, k=2048: 1024 x 32768 2.12 -> 2.04x the read floor, 64 x 32768
+// 3.84 -> 3.67; the select phase 6.0 -> 5.6 us a row at 128 x 16384). Starts after choose_bucket's
+// last barrier; ends with a barrier.
+__device__ void mark_ranked_bucket(uint32_t first, uint32_t last, int c, int tied, int needed, int n, Shared& sh) {
+    const int tid = threadIdx.x;
+    uint32_t* bitmap = reinterpret_cast<uint32_t*>(sh.hist);
+    uint32_t* list_key = cand_key() + c;
+    int* list_index = cand_idx() + c;
+    auto mark = [&](int i) { atomicOr(&bitmap[i >> 5], 1u << (i & 31)); };
+    for (int w = tid; w < (n + 31) >> 5; w += kBlock) bitmap[w] = 0u;
+    __syncthreads();
+    for (int j = tid; j < c; j += kBlock) {
+        const uint32_t fk = cand_key()[j];
+        if (fk - first <= last - first) {
+            const int slot = atomicAdd(&sh.listed, 1);
+            list_key[slot] = fk;
+            list_index[slot] = cand_idx()[j];
+        } else if (fk > last) {
+            mark(cand_idx()[j]);
+        }
+    }
+    __syncthreads();
+    if (tid < tied) {
+        const int i = list_index[tid];
+        if (list_rank(list_key, list_index, tied, list_key[tid], i) < needed) mark(i);
     }
     __syncthreads();
 }
@@ -636,6 +676,10 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
     topk::KeyPrefix index;  // from_buffer, more ties than needed: the needed-th lowest tie index
     bool all_ties = true;
     int tie_end = 0;        // plateau: row ties at t - 1 with index < tie_end are selected
+    // Rows of at most 32 kBins scores take the histogram's words for the output's bitmap (one
+    // window); longer ones the keys' words.
+    const bool in_histogram = n <= 32 * kBins;
+    bool marked = false;    // the bitmap is complete (mark_ranked_bucket)
     Scan ts(sh.scan_totals);
     if (from_buffer) {
         buffer_keys(c, sh);
@@ -666,9 +710,15 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
             if (tied <= kRankMax) {
                 const uint32_t first = sh.choice.bucket << shift;  // the bucket's offsets
                 const uint32_t last = span - first < (1u << shift) - 1u ? span : first + ((1u << shift) - 1u);
-                rank_bucket(lo + first, lo + last, c, tied, needed, sh);
-                key.set_range(sh.boundary_key, sh.boundary_key);
-                index.set_range(~static_cast<uint32_t>(sh.boundary_index), ~static_cast<uint32_t>(sh.boundary_index));
+                if (in_histogram && c + kRankMax <= kCapacity) {
+                    mark_ranked_bucket(lo + first, lo + last, c, tied, needed, n, sh);
+                    marked = true;
+                } else {
+                    rank_bucket(lo + first, lo + last, c, tied, needed, sh);
+                    key.set_range(sh.boundary_key, sh.boundary_key);
+                    index.set_range(~static_cast<uint32_t>(sh.boundary_index),
+                                    ~static_cast<uint32_t>(sh.boundary_index));
+                }
                 all_ties = false;
                 ranked = true;
             } else {
@@ -723,37 +773,38 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
         return cmp > 0 || (cmp == 0 && (all_ties || index.compare(~static_cast<uint32_t>(cand_idx()[j])) >= 0));
     };
 
-    // The output, window by window in index order: bits of the selected indices, then scans over
-    // the window's words, a chunk at a time, place them. Rows up to 32 kBins indices take the
-    // histogram's words for the bitmap; longer ones the keys' words, once every unselected entry's
-    // index is set to -1 (so that no key is read after the bitmap is cleared).
-    const bool in_histogram = n <= 32 * kBins;
+    // The output, window by window in index order: bits of the selected indices (unless
+    // mark_ranked_bucket set them), then scans over the window's words, a chunk at a time, place
+    // them. Where the keys' words are the bitmap, every unselected entry's index is first set to -1
+    // (so that no key is read after the bitmap is cleared).
     if (from_buffer && !in_histogram) {
         for (int j = tid; j < c; j += kBlock) {
             if (!selected(j)) cand_idx()[j] = -1;
         }
     }
-    __syncthreads();
+    if (!marked) __syncthreads();  // (mark_ranked_bucket ended with one)
     uint32_t* bitmap = in_histogram ? reinterpret_cast<uint32_t*>(sh.hist) : cand_key();
     int written = 0;
     for (int w0 = 0; w0 < n && written < k; w0 += kBitmapWindow) {
         const int w1 = n - w0 < kBitmapWindow ? n : w0 + kBitmapWindow;
         const int nwords = (w1 - w0 + 31) >> 5;
-        for (int w = tid; w < nwords; w += kBlock) bitmap[w] = 0u;
-        __syncthreads();
-        for (int j = tid; j < c; j += kBlock) {
-            const int i = cand_idx()[j];
-            if (i >= w0 && i < w1 && (!in_histogram || selected(j))) atomicOr(&bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
+        if (!marked) {
+            for (int w = tid; w < nwords; w += kBlock) bitmap[w] = 0u;
+            __syncthreads();
+            for (int j = tid; j < c; j += kBlock) {
+                const int i = cand_idx()[j];
+                if (i >= w0 && i < w1 && (!in_histogram || selected(j))) atomicOr(&bitmap[(i - w0) >> 5], 1u << ((i - w0) & 31));
+            }
+            // The selected ties, a word a warp (a plateau's ties are dense: an atomic a tie would
+            // serialise on each word).
+            const int ties_to = tie_end < w1 ? tie_end : w1;
+            for (int i0 = w0 + (tid & ~31); i0 < ties_to; i0 += kBlock) {
+                const int i = i0 + (tid & 31);
+                const uint32_t tie_word = __ballot_sync(topk::kFullMask, i < ties_to && topk::float_key(__ldg(x + i)) == tie);
+                if ((tid & 31) == 0 && tie_word) atomicOr(&bitmap[(i0 - w0) >> 5], tie_word);
+            }
+            __syncthreads();
         }
-        // The selected ties, a word a warp (a plateau's ties are dense: an atomic a tie would
-        // serialise on each word).
-        const int ties_to = tie_end < w1 ? tie_end : w1;
-        for (int i0 = w0 + (tid & ~31); i0 < ties_to; i0 += kBlock) {
-            const int i = i0 + (tid & 31);
-            const uint32_t tie_word = __ballot_sync(topk::kFullMask, i < ties_to && topk::float_key(__ldg(x + i)) == tie);
-            if ((tid & 31) == 0 && tie_word) atomicOr(&bitmap[(i0 - w0) >> 5], tie_word);
-        }
-        __syncthreads();
 #if FILTERED_TRACE
         if (tid == 0 && w0 == 0) sh.trace_marked = clock64();
 #endif
