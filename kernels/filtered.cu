@@ -4,7 +4,7 @@
 // docs/design.md section 4 describes the family.
 //
 //   sample:  a few thousand scores in groups of 32 consecutive ones, spread evenly over the row
-//            (one 128-byte line per group, about 128 expected above the k-th value), copied to
+//            (one 128-byte line per group, about 96 expected above the k-th value), copied to
 //            shared memory with cp.async; with FILTERED_PREFETCH the next row's copy is started
 //            before the current row streams. A histogram of their coarse keys gives a threshold
 //            key t: the sample says some 1.2-1.9 k elements of the row are at or above it. When
@@ -52,10 +52,14 @@
 #ifndef FILTERED_UNROLL
 #define FILTERED_UNROLL 5
 #endif
-// Expected sample elements above the k-th value (the sample has 128 n / k scores, clamped to
-// [FILTERED_MIN_SAMPLE, 32 x 16 x FILTERED_BLOCK / 32]): its precision, and its cost.
+// Expected sample elements above the k-th value (the sample has 96 n / k scores, clamped to
+// [FILTERED_MIN_SAMPLE, 32 x FILTERED_GROUPS_PER_WARP x FILTERED_BLOCK / 32]): its precision, and
+// its cost. Measured on the H200 (k=2048, x the read floor, normal / relu_plateau), 128 -> 96:
+// 1024 x 32768 2.04 -> 2.01 / 2.19 -> 2.11, 512 x 65536 1.78 -> 1.75 / 2.02 -> 1.96, within 1% at
+// 16K-128K rows of 32-256; 64 overflowed the short build's buffer at 1024 x 32768 (5.6x), 192
+// (with 12 groups a warp) was 1.01-1.06x slower.
 #ifndef FILTERED_SAMPLE_HITS
-#define FILTERED_SAMPLE_HITS 128
+#define FILTERED_SAMPLE_HITS 96
 #endif
 // Sample groups (of 32 scores) per warp, at most: the sample is at most 32 x this x warps scores.
 #ifndef FILTERED_GROUPS_PER_WARP
@@ -90,6 +94,11 @@
 // ranking them against each other (rank_bucket) instead of more radix passes over the buffer.
 #ifndef FILTERED_RANK_MAX
 #define FILTERED_RANK_MAX 128
+#endif
+// Lanes of a warp whose output words are dense for the warp to write each word together (see
+// kDenseLanes).
+#ifndef FILTERED_DENSE_LANES
+#define FILTERED_DENSE_LANES 24
 #endif
 // A warp's stream batch with more hits than this stores them with predicated stores (see
 // kDenseBatchHits).
@@ -128,9 +137,10 @@ constexpr int kBitmapWindow = 32 * kCapacity;
 // Where at least kDenseLanes of a warp's words have more than kDenseWordBits selected bits (a
 // plateau's ties), the whole warp writes each word in turn; else each lane walks its word's bits.
 // Measured on the H200 (relu_plateau): the warp's loop of 32 words was 0.81x the time at
-// 1024 x 8192, k=2048 (~33 dense words), but 1.02-1.07x at k=512 (~9 dense words, one warp).
+// 1024 x 8192, k=2048 (~33 dense words), but 1.02-1.07x at k=512 (~9 dense words, one warp); with
+// 24 lanes, not 16, k=1024 plateau rows of 8K-16K took 0.95-0.96x the time (32: the same as 24).
 constexpr int kDenseWordBits = 16;
-constexpr int kDenseLanes = 16;
+constexpr int kDenseLanes = FILTERED_DENSE_LANES;
 // A warp's stream batch with more hits than this stores them with predicated stores, bit by bit;
 // one with fewer loops over its hits (stream_candidates). Measured on the H200 (k=2048,
 // bench_variants, x the read floor), the loop alone -> this split at 8 hits: 1024 x 32768
@@ -253,7 +263,7 @@ struct Threshold {
 };
 
 // Which scores a row's sample holds: `groups` groups of 32 consecutive scores, group g at
-// g * spacing (at most n - 32: the groups stay inside the row). 128 n / k scores (e = 128
+// g * spacing (at most n - 32: the groups stay inside the row). 96 n / k scores (e = 96
 // expected above the k-th), whole groups, clamped. n >= FILTERED_MIN_LENGTH > 32.
 struct SamplePlan {
     int groups;
