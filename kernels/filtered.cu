@@ -4,7 +4,7 @@
 // docs/design.md section 4 describes the family.
 //
 //   sample:  a few thousand scores in groups of 32 consecutive ones, spread evenly over the row
-//            (one 128-byte line per group, about 96 expected above the k-th value), copied to
+//            (one 128-byte line per group, about 128 expected above the k-th value), copied to
 //            shared memory with cp.async; with FILTERED_PREFETCH the next row's copy is started
 //            before the current row streams. A histogram of their coarse keys gives a threshold
 //            key t: the sample says some 1.2-1.9 k elements of the row are at or above it. When
@@ -52,14 +52,15 @@
 #ifndef FILTERED_UNROLL
 #define FILTERED_UNROLL 5
 #endif
-// Expected sample elements above the k-th value (the sample has 96 n / k scores, clamped to
+// Expected sample elements above the k-th value (the sample has 128 n / k scores, clamped to
 // [FILTERED_MIN_SAMPLE, 32 x FILTERED_GROUPS_PER_WARP x FILTERED_BLOCK / 32]): its precision, and
-// its cost. Measured on the H200 (k=2048, x the read floor, normal / relu_plateau), 128 -> 96:
-// 1024 x 32768 2.04 -> 2.01 / 2.19 -> 2.11, 512 x 65536 1.78 -> 1.75 / 2.02 -> 1.96, within 1% at
-// 16K-128K rows of 32-256; 64 overflowed the short build's buffer at 1024 x 32768 (5.6x), 192
-// (with 12 groups a warp) was 1.01-1.06x slower.
+// its cost. The buffer then gets some 1.5 k candidates, 4.7 standard deviations below the short
+// build's capacity of 2 k. Measured on the H200 (k=2048, x the read floor, normal / relu_plateau):
+// 96 took 1024 x 32768 from 2.04 to 2.01 / 2.19 to 2.11, but at 3.5 deviations one row of a
+// sweep's 512 x 24576 overflowed, and its rescanning selection made the call 2.3x as slow; 64
+// overflowed at 1024 x 32768 (5.6x); 192 (with 12 groups a warp) was 1.01-1.06x slower.
 #ifndef FILTERED_SAMPLE_HITS
-#define FILTERED_SAMPLE_HITS 96
+#define FILTERED_SAMPLE_HITS 128
 #endif
 // Sample groups (of 32 scores) per warp, at most: the sample is at most 32 x this x warps scores.
 #ifndef FILTERED_GROUPS_PER_WARP
@@ -263,7 +264,7 @@ struct Threshold {
 };
 
 // Which scores a row's sample holds: `groups` groups of 32 consecutive scores, group g at
-// g * spacing (at most n - 32: the groups stay inside the row). 96 n / k scores (e = 96
+// g * spacing (at most n - 32: the groups stay inside the row). 128 n / k scores (e = 128
 // expected above the k-th), whole groups, clamped. n >= FILTERED_MIN_LENGTH > 32.
 struct SamplePlan {
     int groups;
