@@ -8,32 +8,32 @@ Source data (file or run folder: run ids):
     dsv32-decode-1eeda980-20261128T152031-785f.parquet: 20261128T152031-785f
     dsv32-decode-1eeda980-20261128T154744-1733.parquet: 20261128T154744-1733
     dsv32-decode-1eeda980-20261128T175423-b442.parquet: 20261128T175423-b442
-    dsv32-decode-1eeda980-20261128T185102-c431.parquet: 20261128T185102-c431
+    dsv32-decode-1eeda980-20261128T190344-3af4.parquet: 20261128T190344-3af4
     dsv32-decode-a74542a7-20261128T110547-142a.parquet: 20261128T110547-142a
-Kernel hashes: filtered 6078c43e17142fec, flashinfer 963b6c9c2a700d69, flashinfer-deterministic 963b6c9c2a700d69, large_context 8c11501a564c1f0e, per_row fc982e7c9b8f3624, radix 623a0abeacb757ec
+Kernel hashes: filtered 5dab5052ce05d94d, flashinfer 963b6c9c2a700d69, flashinfer-deterministic 963b6c9c2a700d69, large_context 8c11501a564c1f0e, per_row fc982e7c9b8f3624, radix 623a0abeacb757ec
 Measured with topkbench 0.1.0; fitted with topkbench 0.1.0
 Data: k 512, 1024, 2048; length_mode fixed, ragged; distribution normal, relu_plateau; timing_mode graph; l2 hot
 Cells (rows, seq_len, k): 396
-Model: 3 k band(s) x 6 row band(s) x 4 seq_len cut(s), chosen among 144 complexities up to 4 k
-    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0369 (the lowest:
-    1.0336), 0 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
-    cut(s), has 1.0805 and 96 miss(es)).
+Model: 3 k band(s) x 5 row band(s) x 4 seq_len cut(s), chosen among 144 complexities up to 4 k
+    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0372 (the lowest:
+    1.0355), 1 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
+    cut(s), has 1.0827 and 96 miss(es)).
 Figures (regret = time / fastest measured time; worst over length modes and distributions;
 held-out: on cells the thresholds were not fitted to, the fit's quality):
-    fit, held-out seq_len            geomean 1.0377  max 1.4908  within 5% 77.0%  unavailable 0/396
-    fit, held-out rows               geomean 1.0351  max 1.4201  within 5% 77.5%  unavailable 0/396
-    fit, held-out random 20%         geomean 1.0380  max 1.5010  within 5% 76.5%  unavailable 0/396
-    fit, in-sample                   geomean 1.0288  max 1.3666  within 5% 80.3%  unavailable 0/396
-    per-cell best, in-sample         geomean 1.0286  max 1.3666  within 5% 80.3%  unavailable 0/396
-    always filtered                  geomean 1.0805  max 1.5659  within 5% 58.6%  unavailable 0/396
+    fit, held-out seq_len            geomean 1.0377  max 1.5029  within 5% 77.0%  unavailable 0/396
+    fit, held-out rows               geomean 1.0370  max 1.4201  within 5% 76.5%  unavailable 0/396
+    fit, held-out random 20%         geomean 1.0369  max 1.5086  within 5% 77.5%  unavailable 0/396
+    fit, in-sample                   geomean 1.0300  max 1.3694  within 5% 80.1%  unavailable 0/396
+    per-cell best, in-sample         geomean 1.0293  max 1.3694  within 5% 80.1%  unavailable 0/396
+    always filtered                  geomean 1.0827  max 1.5766  within 5% 58.1%  unavailable 0/396
     always flashinfer                geomean inf  max inf  within 5% 0.0%  unavailable 275/396
     always flashinfer-deterministic  geomean inf  max inf  within 5% 0.0%  unavailable 275/396
-    always large_context             geomean 2.3463  max 6.5733  within 5% 0.0%  unavailable 0/396
-    always per_row                   geomean 2.6357  max 10.3935  within 5% 4.0%  unavailable 0/396
-    always radix                     geomean 1.9394  max 17.0951  within 5% 19.9%  unavailable 0/396
-    always torch                     geomean 6.0685  max 16.4182  within 5% 0.0%  unavailable 0/396
-    rule proposal                    geomean 1.9241  max 17.0951  within 5% 14.4%  unavailable 0/396
-    rule batch128                    geomean 2.1036  max 6.5733  within 5% 4.0%  unavailable 0/396
+    always large_context             geomean 2.3434  max 6.5615  within 5% 0.0%  unavailable 0/396
+    always per_row                   geomean 2.6326  max 10.3935  within 5% 4.0%  unavailable 0/396
+    always radix                     geomean 1.9350  max 17.1896  within 5% 20.5%  unavailable 0/396
+    always torch                     geomean 6.0662  max 16.6848  within 5% 0.0%  unavailable 0/396
+    rule proposal                    geomean 1.9229  max 17.1896  within 5% 14.6%  unavailable 0/396
+    rule batch128                    geomean 2.1018  max 6.5615  within 5% 4.0%  unavailable 0/396
 
 How select() reads THRESHOLDS
     THRESHOLDS = ((k_below, ROW_BANDS), ...)           k bands, ascending
@@ -58,7 +58,7 @@ How the fit works
     A boundary between measured values a < b sits where the two sides' log regret, linear in
     log(value), cross (rounded up to 3 significant digits); where they do not, at the geometric
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.
-    The complexity, 3 k band(s) x 6 row band(s) x 4 seq_len cut(s), is the one with the lowest held-out regret,
+    The complexity, 3 k band(s) x 5 row band(s) x 4 seq_len cut(s), is the one with the lowest held-out regret,
     pooled over leave one seq_len out, leave one rows value out and a random 20% hold-out;
     among those within 0.5% of it, the one whose picks on the measured cells are least often
     more than 5% slower than the cell's fastest implementation (misses), then the simplest.
@@ -79,55 +79,52 @@ MEASURED = {
     'rows': (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     'seq_len': (1024, 2048, 4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072, 163840),
 }
-SOURCES = (('dsv32-decode-1eeda980-20261128T142437-86b3.parquet', ('20261128T142437-86b3',)), ('dsv32-decode-1eeda980-20261128T152031-785f.parquet', ('20261128T152031-785f',)), ('dsv32-decode-1eeda980-20261128T154744-1733.parquet', ('20261128T154744-1733',)), ('dsv32-decode-1eeda980-20261128T175423-b442.parquet', ('20261128T175423-b442',)), ('dsv32-decode-1eeda980-20261128T185102-c431.parquet', ('20261128T185102-c431',)), ('dsv32-decode-a74542a7-20261128T110547-142a.parquet', ('20261128T110547-142a',)))
-KERNEL_HASHES = (('filtered', '6078c43e17142fec'), ('flashinfer', '963b6c9c2a700d69'), ('flashinfer-deterministic', '963b6c9c2a700d69'), ('large_context', '8c11501a564c1f0e'), ('per_row', 'fc982e7c9b8f3624'), ('radix', '623a0abeacb757ec'))
-COMPLEXITY = {'k_bands': 3, 'row_bands': 6, 'cuts': 4}
+SOURCES = (('dsv32-decode-1eeda980-20261128T142437-86b3.parquet', ('20261128T142437-86b3',)), ('dsv32-decode-1eeda980-20261128T152031-785f.parquet', ('20261128T152031-785f',)), ('dsv32-decode-1eeda980-20261128T154744-1733.parquet', ('20261128T154744-1733',)), ('dsv32-decode-1eeda980-20261128T175423-b442.parquet', ('20261128T175423-b442',)), ('dsv32-decode-1eeda980-20261128T190344-3af4.parquet', ('20261128T190344-3af4',)), ('dsv32-decode-a74542a7-20261128T110547-142a.parquet', ('20261128T110547-142a',)))
+KERNEL_HASHES = (('filtered', '5dab5052ce05d94d'), ('flashinfer', '963b6c9c2a700d69'), ('flashinfer-deterministic', '963b6c9c2a700d69'), ('large_context', '8c11501a564c1f0e'), ('per_row', 'fc982e7c9b8f3624'), ('radix', '623a0abeacb757ec'))
+COMPLEXITY = {'k_bands': 3, 'row_bands': 5, 'cuts': 4}
 
 THRESHOLDS = (
     # fitted at k = 512
     (725, (
-        (2, ((1980, 'per_row'), (4580, 'filtered'), (8460, 'per_row'), (23400, 'filtered'), (None, 'radix'))),
-        (4, ((1820, 'per_row'), (2830, 'filtered'), (7150, 'per_row'), (28800, 'filtered'), (None, 'radix'))),
-        (6, ((3040, 'per_row'), (4890, 'filtered'), (8510, 'per_row'), (28600, 'filtered'), (None, 'radix'))),
-        (12, ((34200, 'filtered'), (None, 'radix'))),
-        (19, ((3770, 'filtered'), (5010, 'per_row'), (39500, 'filtered'), (70900, 'radix'), (None, 'filtered'))),
+        (6, ((2000, 'per_row'), (2400, 'filtered'), (8460, 'per_row'), (27200, 'filtered'), (None, 'radix'))),
+        (12, ((33800, 'filtered'), (None, 'radix'))),
+        (22, ((3960, 'filtered'), (4520, 'per_row'), (38700, 'filtered'), (68600, 'radix'), (None, 'filtered'))),
+        (74, ((1090, 'per_row'), (3890, 'filtered'), (4330, 'per_row'), (None, 'filtered'))),
         (None, ((None, 'filtered'),)),
     )),
     # fitted at k = 1024
     (1449, (
-        (2, ((2370, 'per_row'), (23600, 'filtered'), (None, 'radix'))),
-        (3, ((5120, 'per_row'), (22000, 'filtered'), (None, 'radix'))),
-        (11, ((2990, 'per_row'), (27100, 'filtered'), (None, 'radix'))),
-        (21, ((2060, 'per_row'), (32200, 'filtered'), (75100, 'radix'), (None, 'filtered'))),
-        (37, ((5630, 'per_row'), (None, 'filtered'))),
+        (3, ((4690, 'per_row'), (22700, 'filtered'), (None, 'radix'))),
+        (12, ((3080, 'per_row'), (27100, 'filtered'), (None, 'radix'))),
+        (21, ((35700, 'filtered'), (73600, 'radix'), (None, 'filtered'))),
+        (41, ((6270, 'per_row'), (None, 'filtered'))),
         (None, ((None, 'filtered'),)),
     )),
     # fitted at k = 2048
     (None, (
-        (12, ((8960, 'per_row'), (19700, 'filtered'), (None, 'radix'))),
-        (19, ((6370, 'filtered'), (8880, 'per_row'), (38400, 'filtered'), (71900, 'radix'), (None, 'filtered'))),
-        (73, ((6450, 'filtered'), (8490, 'per_row'), (None, 'filtered'))),
-        (237, ((6010, 'per_row'), (None, 'filtered'))),
-        (688, ((None, 'filtered'),)),
-        (None, ((5020, 'per_row'), (None, 'filtered'))),
+        (2, ((10500, 'per_row'), (None, 'radix'))),
+        (12, ((8570, 'per_row'), (20600, 'filtered'), (None, 'radix'))),
+        (19, ((6000, 'filtered'), (8960, 'per_row'), (37200, 'filtered'), (73400, 'radix'), (None, 'filtered'))),
+        (70, ((5900, 'filtered'), (8540, 'per_row'), (None, 'filtered'))),
+        (None, ((4670, 'per_row'), (None, 'filtered'))),
     )),
 )
 
 FIGURES = {
-    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.037671, 'max': 1.490849, 'within_5pct': 0.770202, 'unavailable': 0, 'n': 396},
-    'fit, held-out rows': {'kind': 'held-out', 'geomean': 1.035066, 'max': 1.420122, 'within_5pct': 0.775253, 'unavailable': 0, 'n': 396},
-    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.037973, 'max': 1.500989, 'within_5pct': 0.765152, 'unavailable': 0, 'n': 396},
-    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.028822, 'max': 1.366556, 'within_5pct': 0.80303, 'unavailable': 0, 'n': 396},
-    'per-cell best, in-sample': {'kind': 'in-sample', 'geomean': 1.02855, 'max': 1.366556, 'within_5pct': 0.80303, 'unavailable': 0, 'n': 396},
-    'always filtered': {'kind': 'fixed', 'geomean': 1.080541, 'max': 1.565896, 'within_5pct': 0.585859, 'unavailable': 0, 'n': 396},
+    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.037691, 'max': 1.502912, 'within_5pct': 0.770202, 'unavailable': 0, 'n': 396},
+    'fit, held-out rows': {'kind': 'held-out', 'geomean': 1.037043, 'max': 1.420122, 'within_5pct': 0.765152, 'unavailable': 0, 'n': 396},
+    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.036869, 'max': 1.508643, 'within_5pct': 0.775253, 'unavailable': 0, 'n': 396},
+    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.029955, 'max': 1.369371, 'within_5pct': 0.800505, 'unavailable': 0, 'n': 396},
+    'per-cell best, in-sample': {'kind': 'in-sample', 'geomean': 1.029274, 'max': 1.369371, 'within_5pct': 0.800505, 'unavailable': 0, 'n': 396},
+    'always filtered': {'kind': 'fixed', 'geomean': 1.082691, 'max': 1.576601, 'within_5pct': 0.580808, 'unavailable': 0, 'n': 396},
     'always flashinfer': {'kind': 'fixed', 'geomean': float('inf'), 'max': float('inf'), 'within_5pct': 0.0, 'unavailable': 275, 'n': 396},
     'always flashinfer-deterministic': {'kind': 'fixed', 'geomean': float('inf'), 'max': float('inf'), 'within_5pct': 0.0, 'unavailable': 275, 'n': 396},
-    'always large_context': {'kind': 'fixed', 'geomean': 2.34629, 'max': 6.57327, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
-    'always per_row': {'kind': 'fixed', 'geomean': 2.635718, 'max': 10.393488, 'within_5pct': 0.040404, 'unavailable': 0, 'n': 396},
-    'always radix': {'kind': 'fixed', 'geomean': 1.939367, 'max': 17.09514, 'within_5pct': 0.199495, 'unavailable': 0, 'n': 396},
-    'always torch': {'kind': 'fixed', 'geomean': 6.068538, 'max': 16.418197, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
-    'rule proposal': {'kind': 'rule', 'geomean': 1.924062, 'max': 17.09514, 'within_5pct': 0.143939, 'unavailable': 0, 'n': 396},
-    'rule batch128': {'kind': 'rule', 'geomean': 2.103589, 'max': 6.57327, 'within_5pct': 0.040404, 'unavailable': 0, 'n': 396},
+    'always large_context': {'kind': 'fixed', 'geomean': 2.343396, 'max': 6.561539, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
+    'always per_row': {'kind': 'fixed', 'geomean': 2.632637, 'max': 10.393488, 'within_5pct': 0.040404, 'unavailable': 0, 'n': 396},
+    'always radix': {'kind': 'fixed', 'geomean': 1.935045, 'max': 17.189617, 'within_5pct': 0.204545, 'unavailable': 0, 'n': 396},
+    'always torch': {'kind': 'fixed', 'geomean': 6.066198, 'max': 16.684789, 'within_5pct': 0.0, 'unavailable': 0, 'n': 396},
+    'rule proposal': {'kind': 'rule', 'geomean': 1.92287, 'max': 17.189617, 'within_5pct': 0.146465, 'unavailable': 0, 'n': 396},
+    'rule batch128': {'kind': 'rule', 'geomean': 2.101842, 'max': 6.561539, 'within_5pct': 0.040404, 'unavailable': 0, 'n': 396},
 }
 
 
