@@ -184,6 +184,35 @@ def test_both_ways_of_storing_a_stream_batch(dist, rows, width, dense_batch_hits
     assert torch.equal(out.cpu(), promised_output(w.logits, w.lengths, k))
 
 
+@pytest.mark.parametrize("room", [50, 200], ids=["ranked-apart", "ranked-past-the-buffer"])
+def test_a_nearly_full_buffer_ranks_the_k_th_bucket_exactly(room):
+    # On rows of at most 64K the k-th's bucket is listed in the buffer's free slots past its end and
+    # marked in the same pass where 128 (kRankMax) slots are free; else it is ranked apart
+    # (rank_bucket) and marked by a later pass. The sample here: distinct values in [1, 1.003),
+    # one coarse bucket, so the threshold is their least, 1.0; exactly capacity - room scores
+    # (the sample and scores in [2, 3)) reach it, the rest lie in (-2, -1].
+    k, width, rows = 2048, 40961, 2
+    impl = Filtered(build="wide")
+    defines = impl.build_defines("wide")
+    capacity = defines["FILTERED_CAPACITY"]
+    pos = sample_positions(width, k, defines).to("cuda")
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(12)
+    logits = -1.0 - torch.rand((rows, width), generator=gen, device="cuda")
+    logits[:, pos] = 1.0 + torch.arange(pos.numel(), device="cuda", dtype=torch.float32) * 1e-6
+    free = torch.ones(width, dtype=torch.bool, device="cuda")
+    free[pos] = False
+    free_idx = free.nonzero().flatten()
+    above = capacity - room - pos.numel()
+    for r in range(rows):
+        pick = free_idx[torch.randperm(free_idx.numel(), generator=gen, device="cuda")[:above]]
+        logits[r, pick] = 2.0 + torch.rand(above, generator=gen, device="cuda")
+    assert (logits >= 1.0).sum(dim=1).tolist() == [capacity - room] * rows
+    lengths = torch.full((rows,), width, dtype=torch.int32, device="cuda")
+    out = run_checked(impl, logits, None, k)
+    assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
+
+
 @pytest.mark.parametrize("capacity,width", [(8192, 300007), (4096, 140001)])
 @pytest.mark.parametrize("dist", [Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.TIE_HEAVY],
                          ids=lambda d: d.value)
