@@ -26,6 +26,9 @@ def _kernel_classes() -> list[tuple[str, type]]:
     return found
 
 
+KERNEL_CLASSES = _kernel_classes()
+
+
 def source_defaults(source: str) -> dict[str, int]:
     """The defines a kernel source gives a default, with that default."""
     return {name: int(value) for name, value in _DEFAULT.findall(loader.expand_includes(source))}
@@ -36,10 +39,10 @@ def test_source_defaults_are_read_from_ifndef_blocks():
 
 
 def test_every_kernel_class_is_checked():
-    assert {name for name, _ in _kernel_classes()} >= {"per_row", "large_context", "filtered"}
+    assert {name for name, _ in KERNEL_CLASSES} >= {"per_row", "large_context", "filtered"}
 
 
-@pytest.mark.parametrize("name, cls", _kernel_classes(), ids=[name for name, _ in _kernel_classes()])
+@pytest.mark.parametrize("name, cls", KERNEL_CLASSES, ids=[name for name, _ in KERNEL_CLASSES])
 def test_class_and_source_agree_on_defines(name, cls):
     defaults = source_defaults(cls.source)
     prefixes = {define.split("_")[0] for define in cls.defines}
