@@ -5,10 +5,11 @@
 #   scripts/gpu_check.sh [STAGE ...]
 #   stages: tests[:PYTEST_K_EXPR]  verify[:IMPL,IMPL]  sanitize[:IMPL,IMPL]
 #           sweep:CONFIG[:IMPL,IMPL][:AXIS=V,V[;AXIS=V]]
-#           ncu:IMPL:ROWS:SEQ_LEN:K  (Nsight Compute speed-of-light, memory, warp-state sections)
-#           ncusrc:IMPL:ROWS:SEQ_LEN:K  (Nsight Compute source counters: every SASS instruction's
-#                        executions and stall samples, as CSV in $OUT/ncu-src-IMPL-ROWSxSEQ_LEN.csv)
-#           phases:ROWSxWIDTH,...  (filtered's per-row phase clocks: scripts/filtered_phases.py)
+#           ncu:IMPL:ROWS:SEQ_LEN:K[:DIST]  (Nsight Compute speed-of-light, memory, warp-state sections;
+#                        DIST a workload distribution, normal by default)
+#           ncusrc:IMPL:ROWS:SEQ_LEN:K[:DIST]  (Nsight Compute source counters: every SASS instruction's
+#                        executions and stall samples, as CSV in $OUT/ncu-src-IMPL-ROWSxSEQ_LEN[-DIST].csv)
+#           phases:ROWSxWIDTH,...[:DIST]  (filtered's per-row phase clocks: scripts/filtered_phases.py)
 #           flashinfer  (install the wheels of scripts/flashinfer_wheels.sh from a carried .whl/ and
 #                        start building FlashInfer's top-k JIT module in the background: a CPU job of
 #                        minutes that later stages overlap)
@@ -85,27 +86,28 @@ for stage in "${stages[@]}"; do
             # this sweep's summary table is the last one in the log: show it in the reply too
             awk '/median us per selection/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | tail -n 80 ;;
         ncu:*)
-            IFS=: read -r _ impl rows seq k <<<"$stage"
+            IFS=: read -r _ impl rows seq k dist <<<"$stage"
             run_stage "ncu $impl" ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
                 --section Occupancy --section WarpStateStats --section SchedulerStats -k "regex:${impl}_topk" \
                 --metrics 'regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$' \
                 --launch-skip 2 --launch-count 1 \
-                python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" || status=1
+                python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" ${dist:+"$dist"} || status=1
             awk '/==PROF==/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | grep -E "Throughput|Duration|Occupancy|Registers|Bandwidth|Busy|Block Size|Grid Size|Stall|Cycles Per Issue|Issued Warp|No Eligible|Eligible Warps" | head -n 45
             # the top stall reasons: warps stalled per issued instruction, by reason
             grep -E "smsp__average_warps_issue_stalled_" "$LOG" | awk '{print $NF, $1}' | sort -g -r | head -n 8 ;;
         ncusrc:*)
-            IFS=: read -r _ impl rows seq k <<<"$stage"
-            rep="$OUT/ncu-src-$impl-${rows}x$seq"
+            IFS=: read -r _ impl rows seq k dist <<<"$stage"
+            rep="$OUT/ncu-src-$impl-${rows}x$seq${dist:+-$dist}"
             run_stage "ncu source $impl" ncu --clock-control none --section SourceCounters --section InstructionStats \
                 -k "regex:${impl}_topk" --launch-skip 2 --launch-count 1 -f -o "$rep" \
-                python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" || status=1
+                python3 scripts/profile_shape.py "$impl" "$rows" "$seq" "$k" ${dist:+"$dist"} || status=1
             ncu -i "$rep.ncu-rep" --page source --csv --print-source sass >"$rep.csv" 2>>"$LOG" || status=1
             rm -f "$rep.ncu-rep"
             say "source counters: $(wc -l <"$rep.csv") lines in $rep.csv" ;;
         phases:*)
-            IFS=, read -ra shapes <<<"${stage#phases:}"
-            run_stage "phases" python3 scripts/filtered_phases.py "${shapes[@]}" || status=1
+            IFS=: read -r _ shape_list dist <<<"$stage"
+            IFS=, read -ra shapes <<<"$shape_list"
+            run_stage "phases" python3 scripts/filtered_phases.py "${shapes[@]}" ${dist:+--dist "$dist"} || status=1
             awk '/=== phases:/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$LOG" | tail -n 40 ;;
         flashinfer)
             # CUB's unit is stubbed by flashinfer_wheels.sh --stub-cub: FlashInfer's own dispatch only.
