@@ -6,29 +6,32 @@
 //   sample:  a few thousand scores in groups of 32 consecutive ones, spread evenly over the row
 //            (one 128-byte line per group, about 128 expected above the k-th value), copied to
 //            shared memory with cp.async; with FILTERED_PREFETCH the next row's copy is started
-//            before the current row streams. A histogram of their coarse keys gives a threshold
-//            key t: the sample says some 1.2-1.9 k elements of the row are at or above it. When
-//            the chosen coarse bucket is heavy with one value P (a plateau: ReLU zeros, constant
-//            rows, few distinct values), t = P + 1 and the plateau's ties are only counted.
+//            before the current row streams. A histogram of their coarse keys picks a bucket, and
+//            its first key is the threshold t: the sample says some 1.2-1.9 k elements of the row
+//            are at or above it. A heavy bucket's sampled keys are read again: its least is t, or,
+//            when one value P fills it (a plateau: ReLU zeros, constant rows, few distinct
+//            values), t = P + 1 and the plateau's ties are not buffered.
 //   stream:  one streaming pass (16-byte evict-first loads, FILTERED_UNROLL in flight per
 //            thread; the first batch is issued before the sample is read, so that its loads
 //            overlap the threshold's choice): every value whose key is >= t (one float
 //            compare) goes to a shared-memory buffer of (raw bits, index), slots from a
-//            warp-aggregated atomic; the elements with key t - 1 are counted. A split row's parts then append their candidates to the row's
-//            workspace, and the last to arrive selects, once the buffer's bits are made keys.
-//   select:  with C elements >= t and M at t - 1:
+//            warp-aggregated atomic. A split row's parts then append their candidates to the
+//            row's workspace, and the last to arrive selects, once the buffer's bits are made keys.
+//   select:  with C elements >= t:
 //            C in [k, capacity]: one 11-bit digit of the buffered keys' offsets from the least
 //              picks the k-th's bucket; a bucket of at most FILTERED_RANK_MAX elements is finished
 //              by ranking them, a fuller one by a prefix digit and FILTERED_REFINE_BITS radix
 //              passes (and, when more ties share the k-th key than are needed, a refinement over
 //              the ties' indices);
-//            C < k <= C + M: the k-th value is t - 1: the whole buffer is selected, and the first
-//              k - C ties in index order come from a walk over the row from its start (a plateau's
-//              ties are dense: the walk is short);
-//            otherwise (the buffer overflowed, or the sample aimed too high and fewer than k
-//              remain): the exact rescanning selection of per_row (topk::rescan_select) over the
-//              key range the counts leave open. Exactness never depends on the sample, only the
-//              time does.
+//            C < k on a plateau: the whole buffer is selected, and the first k - C ties (key
+//              t - 1) in index order come from a walk over the row from its start (a plateau's
+//              ties are dense: the walk is short). The stream does not count the ties (an
+//              integer compare pair a score: 1.02-1.08x the time on plateau rows); a walk that
+//              finds too few means the k-th value lies below the plateau;
+//            otherwise (the buffer overflowed; the sample aimed too high and fewer than k remain;
+//              a plateau with too few ties): the exact rescanning selection of per_row
+//              (topk::rescan_select) over the key range the counts leave open. Exactness never
+//              depends on the sample, only the time does.
 //   output:  the selected set in ascending index order: a bitmap of the selected indices (the
 //            histogram's words for rows up to 64K, the buffer's key words beyond), then block
 //            scans over its words place each index (a lane a word; a warp a word where words
@@ -172,7 +175,6 @@ struct Shared {
     uint32_t scan_totals[Scan::kWords];
     topk::BucketChoice choice;
     int count;  // elements >= t (slots handed out, even past the capacity)
-    int ties;   // elements == t - 1
     int above;  // the rescanning fallback's counters (unused by its deterministic build)
     int fallback_ties;
     int tie_end;  // row ties at the plateau below this index are selected
@@ -211,8 +213,8 @@ __device__ __forceinline__ void exact_fallback(const float* __restrict__ x, int 
         x, n, o, k, range, in_range, needed, false, rescan_view(sh));
 }
 
-// The stream's threshold: buffer every element whose key is >= t; on a plateau (tie = t - 1 is
-// the sampled plateau's key) also count the elements whose key is tie.
+// The stream's threshold: buffer every element whose key is >= t (on a plateau, tie = t - 1 is
+// the sampled plateau's key).
 //
 // The stream tests values, not keys (float_key costs some eight instructions an element, and the
 // stream is issue-bound): key(x) >= t exactly when !(x <= below), one unordered compare, where
@@ -221,13 +223,11 @@ __device__ __forceinline__ void exact_fallback(const float* __restrict__ x, int 
 // The ends: when every key is >= t (t <= key(-inf)), below is a NaN, so that every value passes;
 // when only NaN's is (t > key(+inf)), below is +inf. The compare keeps subnormals: it is written
 // in PTX without .ftz.
-// A plateau's key is one a sample had (never NaN): its bits, and -0.0's too when it is zero.
 struct Threshold {
     uint32_t t;
     uint32_t tie;
     bool plateau;
     float below;
-    uint32_t tie_bits, tie_bits2;
 
     __device__ __forceinline__ void set(uint32_t threshold, bool is_plateau) {
         constexpr uint32_t kMinusInfKey = ~0xFF800000u;             // key(-inf)
@@ -248,8 +248,6 @@ struct Threshold {
             bits = u >= topk::kSignBit ? u & topk::kAbsMask : ~u;
         }
         below = __uint_as_float(bits);
-        tie_bits = tie >= topk::kSignBit ? tie & topk::kAbsMask : ~tie;
-        tie_bits2 = tie == topk::kSignBit ? topk::kSignBit : tie_bits;
     }
     // key(b) >= t, from the bits.
     __device__ __forceinline__ bool passes(uint32_t b) const {
@@ -259,8 +257,6 @@ struct Threshold {
             : "f"(__uint_as_float(b)), "f"(below));
         return above != 0u;
     }
-    // key(b) == tie, from the bits (plateaus only).
-    __device__ __forceinline__ bool ties_with(uint32_t b) const { return b == tie_bits || b == tie_bits2; }
 };
 
 // Which scores a row's sample holds: `groups` groups of 32 consecutive scores, group g at
@@ -298,8 +294,8 @@ __device__ __forceinline__ void wait_sample() { asm volatile("cp.async.wait_all;
 
 // The sample: groups of 32 consecutive scores at evenly spaced starts, warp w reading groups w,
 // w + kWarps, ...; returns the threshold every thread agrees on. n >= FILTERED_MIN_LENGTH > 32.
-// The scores are in the staging area (start_sample), read once for the histogram and again for the
-// bounds and the counts in the chosen bucket.
+// The scores are in the staging area (start_sample), read once for the histogram and, where the
+// chosen bucket is heavy (a plateau's candidate), again for its bounds and counts.
 __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -342,6 +338,19 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
     topk::choose_bucket<kBins, kBlock>(sh.hist, rank, sh.scratch, &sh.choice);
     const uint32_t bucket = sh.choice.bucket;
     const int in_bucket = sh.choice.count;
+    // A plateau: one value of the bucket is alone expected to hold a quarter of the buffer (ReLU
+    // zeros, constant rows, few distinct values). Its ties are not buffered. Only a heavy bucket
+    // (expected to hold a quarter of the buffer) can hold one.
+    const long long quarter = static_cast<long long>(kCapacity / 4) * samples;
+    const bool heavy = static_cast<long long>(in_bucket) * n > quarter;
+    Threshold th;
+    if (!heavy) {
+        // A light bucket: its first key is the threshold. Its least sampled key, a pass over the
+        // sample and a barrier more, would keep some n / samples elements fewer (~16 of 32768).
+        const uint32_t coarse = bucket << kCoarseShift;
+        th.set(topk::coarse_key_range(coarse, coarse + (1u << kCoarseShift) - 1u).first, false);
+        return th;
+    }
     auto for_each_in_bucket = [&](auto&& f) {
         for (int j = 0; j < mine; ++j) {
             const float v = first[j * stride];
@@ -357,10 +366,7 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
     __syncthreads();
     lo = sh.lo;
     hi = sh.hi;
-    // A plateau: one value of the bucket is alone expected to hold a quarter of the buffer (ReLU
-    // zeros, constant rows, few distinct values). Its ties are counted, not buffered.
-    const bool heavy = static_cast<long long>(in_bucket) * n > static_cast<long long>(kCapacity / 4) * samples;
-    if (heavy) {
+    {
         int eq_lo = 0, eq_hi = 0;
         for_each_in_bucket([&](uint32_t fk) {
             eq_lo += fk == lo;
@@ -374,11 +380,9 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
         }
     }
     __syncthreads();
-    const long long quarter = static_cast<long long>(kCapacity / 4) * samples;
-    Threshold th;
-    if (heavy && static_cast<long long>(sh.eq_lo) * n > quarter && lo != topk::kTopKey) {
+    if (static_cast<long long>(sh.eq_lo) * n > quarter && lo != topk::kTopKey) {
         th.set(lo + 1u, true);
-    } else if (heavy && static_cast<long long>(sh.eq_hi) * n > quarter && hi != topk::kTopKey) {
+    } else if (static_cast<long long>(sh.eq_hi) * n > quarter && hi != topk::kTopKey) {
         th.set(hi + 1u, true);  // keys in [lo, hi) lie below the plateau: neither buffered nor counted
     } else {
         th.set(lo, false);      // the least sampled key of the bucket
@@ -441,7 +445,7 @@ struct StreamBatch {
 };
 
 // The stream: every element whose key is >= th.t into the buffer (sh.count counts them all, even
-// past the capacity), on a plateau the elements at th.tie counted in sh.ties. The buffer takes the
+// past the capacity). The buffer takes the
 // raw float bits: buffer_keys turns them into keys once the count is known to fit (a conversion
 // in the stream would run in lanes that a warp's few hits leave idle). Every lane of a warp runs
 // every iteration (lanes past the end hold no candidate), so the warp reserves its slots together
@@ -449,11 +453,9 @@ struct StreamBatch {
 // one load at a time). `batch` is the slice's first batch, loaded by the caller before the
 // threshold was known: its loads overlap the sample's histogram; each later batch is loaded
 // here, once the one before is kept.
-template <bool PLATEAU>
 __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, int n, const Threshold& th, Shared& sh,
                                                   const StreamSlice& s, int part, StreamBatch& batch) {
     const int tid = threadIdx.x;
-    int ties = 0;
     auto keep = [&](int i, uint32_t bits, int slot) {
         if (slot < kCapacity) {
             cand_key()[slot] = bits;
@@ -465,7 +467,6 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
         const int i = tid < s.head ? tid : s.tail0 + (tid - s.head);
         const bool valid = part == 0 && (tid < s.head || i < n);
         const uint32_t b = valid ? __float_as_uint(__ldg(x + i)) : 0u;
-        if (PLATEAU) ties += valid && th.ties_with(b);
         const bool hit = valid && th.passes(b);
         int total;
         const int slot = warp_reserve(&sh.count, hit ? 1 : 0, total);
@@ -475,18 +476,15 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
     for (int v0 = s.v_begin;;) {
         // Every vector is tested (no branch a vector); the slice mask drops the ones past its end.
         uint32_t hit_mask = 0u;  // bit 4u + e: element e of vector u passes
-        uint32_t tie_mask = 0u;
 #pragma unroll
         for (int u = 0; u < FILTERED_UNROLL; ++u) {
             const uint32_t b[4] = {batch.v[u].x, batch.v[u].y, batch.v[u].z, batch.v[u].w};
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 hit_mask |= static_cast<uint32_t>(th.passes(b[e])) << (4 * u + e);
-                if (PLATEAU) tie_mask |= static_cast<uint32_t>(th.ties_with(b[e])) << (4 * u + e);
             }
         }
         hit_mask &= batch.in_slice;
-        if (PLATEAU) ties += __popc(tie_mask & batch.in_slice);
         const int hits = __popc(hit_mask);
         int total;
         int slot = warp_reserve(&sh.count, hits, total);
@@ -529,8 +527,6 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
         if (v0 >= s.v_end) break;
         batch.load(s, v0);
     }
-    ties = __reduce_add_sync(topk::kFullMask, ties);
-    if ((tid & 31) == 0 && ties) atomicAdd(&sh.ties, ties);
 }
 
 // The buffer's first c entries (c <= kCapacity), raw float bits from the stream, become keys; their
@@ -554,19 +550,16 @@ __device__ __forceinline__ void buffer_keys(int c, Shared& sh) {
 // draws the same sample, so all agree on the threshold; each streams its slice into its own buffer
 // and then appends its candidates to the row's workspace in global memory (slots from the row's
 // counter; the slot order depends on scheduling, the selection never does). The last part to
-// arrive loads the row's candidates into its buffer, sets sh.count and sh.ties to the row's
-// totals, resets the row's counters for the next launch and returns true: it selects as a CTA that
-// streamed the whole row would. The others return false.
-// counters: per row {elements >= t, ties at t - 1, parts arrived, unused}; the workspace holds the
+// arrive loads the row's candidates into its buffer, sets sh.count to the row's total, resets the
+// row's counters for the next launch and returns true: it selects as a CTA that streamed the whole
+// row would. The others return false.
+// counters: per row {elements >= t, parts arrived, unused, unused}; the workspace holds the
 // candidates as the stream buffered them (raw float bits, indices).
 __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __restrict__ ws_key,
                             int* __restrict__ ws_idx, Shared& sh) {
     const int tid = threadIdx.x;
     const int c = sh.count;  // may exceed the capacity: only the first kCapacity are buffered
-    if (tid == 0) {
-        sh.merge_base = atomicAdd(&counters[0], c);
-        if (sh.ties) atomicAdd(&counters[1], sh.ties);
-    }
+    if (tid == 0) sh.merge_base = atomicAdd(&counters[0], c);
     __syncthreads();
     const int base = sh.merge_base;
     const int stored = c < kCapacity ? c : kCapacity;
@@ -576,13 +569,12 @@ __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __r
     }
     __threadfence();  // the appended candidates are visible before the arrival is
     __syncthreads();
-    if (tid == 0) sh.merge_last = atomicAdd(&counters[2], 1) == parts - 1;
+    if (tid == 0) sh.merge_last = atomicAdd(&counters[1], 1) == parts - 1;
     __syncthreads();
     if (!sh.merge_last) return false;
     __threadfence();
     // L2 reads (ld.cg): the other parts' writes never passed through this SM's L1.
     const int total = __ldcg(&counters[0]);
-    const int ties = __ldcg(&counters[1]);
     const int merged = total < kCapacity ? total : kCapacity;
     for (int j = tid; j < merged; j += kBlock) {
         cand_key()[j] = __ldcg(ws_key + j);
@@ -591,10 +583,8 @@ __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __r
     __syncthreads();  // every thread has read the counters
     if (tid == 0) {
         sh.count = total;
-        sh.ties = ties;
         counters[0] = 0;
         counters[1] = 0;
-        counters[2] = 0;
     }
     __syncthreads();
     return true;
@@ -675,9 +665,11 @@ __device__ void mark_ranked_bucket(uint32_t first, uint32_t last, int c, int tie
 }
 
 // The selection when the buffer holds it: `c` elements >= th.t are buffered, and either they
-// hold the k-th largest (c >= k) or it is th.tie (c < k <= c + ties). Writes the selected set in
-// ascending index order.
-__device__ __forceinline__ void write_selected(const float* __restrict__ x, int n, int* __restrict__ o, int k,
+// hold the k-th largest (c >= k, c <= kCapacity) or, on a plateau with c < k, the k-th may be
+// th.tie. Writes the selected set in ascending index order and returns true; or returns false,
+// having written nothing of use, when the plateau's row has fewer than k - c ties (the k-th value
+// lies below the plateau).
+__device__ __forceinline__ bool write_selected(const float* __restrict__ x, int n, int* __restrict__ o, int k,
                                                Threshold th, int c, Shared& sh) {
     const int tid = threadIdx.x;
     const uint32_t tie = th.tie;
@@ -765,8 +757,11 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
         }
     } else {
         // The first k - c ties in index order, written to the output's head (overwritten
-        // below); the last of them bounds the selected ties.
+        // below); the last of them bounds the selected ties. Its slot holds -1 until the walk
+        // finds it: still -1, the row has too few.
         const int needed = k - c;
+        if (tid == 0) o[needed - 1] = -1;
+        __syncthreads();
         topk::ordered_select_row<kBlock, FILTERED_FINAL_UNROLL>(
             x, n, o, 0, needed, topk::kStopAfterTies, ts,
             [&](uint32_t fk) { return fk == tie ? topk::kTie : topk::kNone; });
@@ -774,6 +769,7 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
         if (tid == 0) sh.tie_end = reinterpret_cast<volatile int*>(o)[needed - 1] + 1;
         __syncthreads();
         tie_end = sh.tie_end;
+        if (tie_end == 0) return false;
     }
 #if FILTERED_TRACE
     if (tid == 0) sh.trace_refined = clock64();
@@ -858,6 +854,7 @@ __device__ __forceinline__ void write_selected(const float* __restrict__ x, int 
         }
         __syncthreads();  // every word is read before the next window clears them
     }
+    return true;
 }
 
 }  // namespace
@@ -887,7 +884,6 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
         }
         if (tid == 0) {
             sh.count = 0;
-            sh.ties = 0;
             sh.above = 0;
             sh.fallback_ties = 0;
             sh.cand_lo = 0xFFFFFFFFu;
@@ -931,36 +927,32 @@ filtered_topk(const float* __restrict__ logits, long long stride, const int* __r
 #if FILTERED_TRACE
             clocks[1] = clock64();
 #endif
-            if (th.plateau) {
-                stream_candidates<true>(x, n, th, sh, slice, part, batch);
-            } else {
-                stream_candidates<false>(x, n, th, sh, slice, part, batch);
-            }
+            stream_candidates(x, n, th, sh, slice, part, batch);
             __syncthreads();
             if (parts > 1) {
                 const long long ws = static_cast<long long>(row) * kCapacity;
                 if (!merge_parts(parts, counters + 4 * row, ws_keys + ws, ws_idx + ws, sh)) continue;
             }
             const int c = sh.count;
-            const int m = sh.ties;
 #if FILTERED_TRACE
             clocks[2] = clock64();
             trace_c = c;
-            trace_m = m;
+            trace_m = th.plateau && c < k ? k - c : 0;
 #endif
-            if ((c >= k && c <= kCapacity) || (c < k && c + m >= k)) {
-                write_selected(x, n, o, k, th, c, sh);
-            } else if (c >= k) {  // the buffer overflowed: the k-th key is >= t
+            // A plateau with fewer than k elements above it: the selection takes the k - c ties it
+            // needs from the row, if the row has them.
+            const bool in_buffer = (c >= k && c <= kCapacity) || (c < k && th.plateau);
+            if (!in_buffer || !write_selected(x, n, o, k, th, c, sh)) {
                 fallback = true;
-                range = {th.t, 0xFFFFFFFFu};
-                in_range = c;
-            } else {  // fewer than k reach t (and t - 1 on a plateau): all of them are selected
-                // t >= 2 (no float has key 0; a plateau's t is a sampled key + 1)
-                const int above = th.plateau ? c + m : c;
-                fallback = true;
-                range = {0u, th.plateau ? th.t - 2u : th.t - 1u};
-                needed = k - above;
-                in_range = n - above;
+                if (c >= k) {  // the buffer overflowed: the k-th key is >= t
+                    range = {th.t, 0xFFFFFFFFu};
+                    in_range = c;
+                } else {  // fewer than k reach t (and, on a plateau, k - c ties): all of them are selected
+                    // t >= 1: a threshold of 0 passes every score, and n > k
+                    range = {0u, th.t - 1u};
+                    needed = k - c;
+                    in_range = n - c;
+                }
             }
         }
         if (fallback) {

@@ -213,6 +213,30 @@ def test_a_nearly_full_buffer_ranks_the_k_th_bucket_exactly(room):
     assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
 
 
+@pytest.mark.parametrize("rows,width,k,build", [(2, 40961, 2048, "wide"), (2, 40961, 2048, "short"),
+                                                (2, 131075, 4096, "wide"), (2, 131075, 2048, None)])
+def test_a_sampled_plateau_with_too_few_ties_falls_back_exactly(rows, width, k, build):
+    # Zeros at the first 4 scores of every sampled group (an eighth of the sample, its heavy value:
+    # a plateau, t just above zero), below them scores in (-2, -1], and 100 scores above: the row
+    # has fewer zeros than the k - 100 the selection needs from the plateau. The stream does not
+    # count a plateau's ties: the selection's walk over the row's ties runs out, and the rescanning
+    # selection takes the row. build None: a few long rows, split over CTAs.
+    impl = Filtered(build=build) if build else Filtered()
+    defines = impl.build_defines(build) if build else launch_build(rows, width, k)
+    zeros = sample_positions(width, k, defines).view(-1, 32)[:, :4].flatten()
+    gen = torch.Generator().manual_seed(21)
+    logits = -1.0 - torch.rand((rows, width), generator=gen)
+    logits[:, zeros] = 0.0
+    for r in range(rows):
+        logits[r, torch.randperm(width, generator=gen)[:100]] = 1.0 + torch.rand(100, generator=gen)
+    above, ties = (logits > 0).sum(dim=1), (logits == 0).sum(dim=1)
+    assert (ties < k - above).all()
+    logits = logits.cuda()
+    lengths = torch.full((rows,), width, dtype=torch.int32, device="cuda")
+    out = run_checked(impl, logits, None, k)
+    assert torch.equal(out.cpu(), promised_output(logits, lengths, k))
+
+
 @pytest.mark.parametrize("capacity,width", [(8192, 300007), (4096, 140001)])
 @pytest.mark.parametrize("dist", [Distribution.NORMAL, Distribution.RELU_PLATEAU, Distribution.TIE_HEAVY],
                          ids=lambda d: d.value)

@@ -169,8 +169,8 @@ class Filtered(_OneCtaKernel):
     defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 5,
                "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128, "FILTERED_MIN_SAMPLE": 1024,
                "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128,
-               "FILTERED_DENSE_BATCH_HITS": 8, "FILTERED_DENSE_LANES": 24, "FILTERED_PREFETCH": 1,
-               "FILTERED_MAX_PARTS": 8, "FILTERED_MIN_PART_LENGTH": 16384,
+               "FILTERED_DENSE_BATCH_HITS": 8, "FILTERED_DENSE_LANES": 24,
+               "FILTERED_PREFETCH": 1, "FILTERED_MAX_PARTS": 8, "FILTERED_MIN_PART_LENGTH": 16384,
                "FILTERED_FINAL_UNROLL": 2, "FILTERED_EARLY_TIES": 1, "FILTERED_TRACE": 0}
     #: The builds a launch picks from (plan), as overrides of ``defines``:
     #: - wide: two 512-thread CTAs an SM, a persistent grid over many rows of any length;
@@ -266,7 +266,7 @@ class Filtered(_OneCtaKernel):
         defines = self.build_defines(plan.build)
         workspace: tuple[torch.Tensor | None, ...] = (None, None, None)
         if plan.parts > 1:
-            # Per row: the counters {candidates, ties, parts arrived, unused} (zero between launches:
+            # Per row: the counters {candidates, parts arrived, unused, unused} (zero between launches:
             # the row's last part resets them) and the parts' appended candidates: raw float bits, then indices.
             capacity = int(defines["FILTERED_CAPACITY"])
             workspace = (torch.zeros((rows, 4), dtype=torch.int32, device=logits.device),
