@@ -181,6 +181,7 @@ struct Shared {
     uint32_t lo, hi;            // the sample's and the refinements' bounds
     int eq_lo, eq_hi;           // sampled keys equal to lo, to hi (plateau detection)
     uint32_t cand_lo, cand_hi;  // bounds of the buffered keys
+    uint32_t sample_top;        // the highest coarse bin (coarse key >> kCoarseShift) the sample reached
     int merge_base;             // a split row: this part's first slot in the row's workspace
     int merge_last;             // a split row: this CTA is the row's last part to finish
     int listed;                 // rank_bucket's list length
@@ -189,7 +190,7 @@ struct Shared {
 #if FILTERED_TRACE
     long long trace_loaded;   // clock64 when the sample's histogram is complete
     long long trace_refined;  // clock64 when the buffer's refinements are done
-    long long trace_keys;     // clock64 when the buffer holds keys (buffer_keys)
+    long long trace_keys;     // clock64 when the buffer holds keys (and their first digit's histogram)
     long long trace_digit;    // clock64 when the first digit's bucket is chosen
     long long trace_marked;   // clock64 when the output's bitmap is complete (first window)
 #endif
@@ -313,13 +314,21 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
         sh.hi = 0u;
         sh.eq_lo = 0;
         sh.eq_hi = 0;
+        sh.sample_top = 0u;
     }
     __syncthreads();
     {
+        uint32_t top = 0u;
 #pragma unroll
         for (int j = 0; j < kGroupsPerWarp; ++j) {
-            if (j < mine) atomicAdd(&sh.hist[topk::coarse_key(first[j * stride]) >> kCoarseShift], 1);
+            if (j < mine) {
+                const uint32_t bin = topk::coarse_key(first[j * stride]) >> kCoarseShift;
+                atomicAdd(&sh.hist[bin], 1);
+                top = max(top, bin);
+            }
         }
+        top = __reduce_max_sync(topk::kFullMask, top);
+        if (lane == 0) atomicMax(&sh.sample_top, top);
     }
     __syncthreads();
 #if FILTERED_TRACE
@@ -351,27 +360,31 @@ __device__ Threshold sample_threshold(int n, int k, Shared& sh) {
         th.set(topk::coarse_key_range(coarse, coarse + (1u << kCoarseShift) - 1u).first, false);
         return th;
     }
-    auto for_each_in_bucket = [&](auto&& f) {
-        for (int j = 0; j < mine; ++j) {
-            const float v = first[j * stride];
-            if ((topk::coarse_key(v) >> kCoarseShift) == bucket) f(topk::float_key(v));
-        }
-    };
+    // The bucket's bounds; each sampled score is replaced by its key if it is in the bucket, else
+    // by 0 (no float's key), for the count of the bounds' values that follows.
+    uint32_t* keys = reinterpret_cast<uint32_t*>(sample_stage()) + 32 * warp + lane;
     uint32_t lo = 0xFFFFFFFFu, hi = 0u;
-    for_each_in_bucket([&](uint32_t fk) {
-        lo = min(lo, fk);
-        hi = max(hi, fk);
-    });
+    for (int j = 0; j < mine; ++j) {
+        const float v = __uint_as_float(keys[j * stride]);
+        uint32_t fk = 0u;
+        if ((topk::coarse_key(v) >> kCoarseShift) == bucket) {
+            fk = topk::float_key(v);
+            lo = min(lo, fk);
+            hi = max(hi, fk);
+        }
+        keys[j * stride] = fk;
+    }
     topk::block_minmax(lo, hi, &sh.lo, &sh.hi);
     __syncthreads();
     lo = sh.lo;
     hi = sh.hi;
     {
         int eq_lo = 0, eq_hi = 0;
-        for_each_in_bucket([&](uint32_t fk) {
+        for (int j = 0; j < mine; ++j) {
+            const uint32_t fk = keys[j * stride];
             eq_lo += fk == lo;
             eq_hi += fk == hi;
-        });
+        }
         eq_lo = __reduce_add_sync(topk::kFullMask, eq_lo);
         eq_hi = __reduce_add_sync(topk::kFullMask, eq_hi);
         if (lane == 0) {
@@ -446,7 +459,7 @@ struct StreamBatch {
 
 // The stream: every element whose key is >= th.t into the buffer (sh.count counts them all, even
 // past the capacity). The buffer takes the
-// raw float bits: buffer_keys turns them into keys once the count is known to fit (a conversion
+// raw float bits: the selection turns them into keys once the count is known to fit (a conversion
 // in the stream would run in lanes that a warp's few hits leave idle). Every lane of a warp runs
 // every iteration (lanes past the end hold no candidate), so the warp reserves its slots together
 // (warp_reserve); one reservation serves a batch (a reservation per vector let the compiler issue
@@ -529,21 +542,16 @@ __device__ __forceinline__ void stream_candidates(const float* __restrict__ x, i
     }
 }
 
-// The buffer's first c entries (c <= kCapacity), raw float bits from the stream, become keys; their
-// bounds go to cand_lo/cand_hi. Ends with a barrier.
-__device__ __forceinline__ void buffer_keys(int c, Shared& sh) {
+// The bounds of the buffer's first c keys, into cand_lo/cand_hi. Ends with a barrier.
+__device__ __forceinline__ void buffer_bounds(int c, Shared& sh) {
     uint32_t lo = 0xFFFFFFFFu, hi = 0u;
     for (int j = threadIdx.x; j < c; j += kBlock) {
-        const uint32_t fk = topk::float_key(__uint_as_float(cand_key()[j]));
-        cand_key()[j] = fk;
+        const uint32_t fk = cand_key()[j];
         lo = min(lo, fk);
         hi = max(hi, fk);
     }
     topk::block_minmax(lo, hi, &sh.cand_lo, &sh.cand_hi);
     __syncthreads();
-#if FILTERED_TRACE
-    if (threadIdx.x == 0) sh.trace_keys = clock64();
-#endif
 }
 
 // A row split over `parts` CTAs (few rows: one CTA a row would leave most SMs idle). Every part
@@ -588,6 +596,63 @@ __device__ bool merge_parts(int parts, int* __restrict__ counters, uint32_t* __r
     }
     __syncthreads();
     return true;
+}
+
+// The index just past the `needed`-th score of key `tie` in index order (the first `needed` ties
+// lie before it), or 0 when the row has fewer. `tie` is a sampled plateau's key (never NaN's). In
+// chunks of the row, each warp takes 8 words of 32 consecutive scores, a ballot a word; the
+// chunk's words are then counted in index order, and the warp whose words hold the needed-th tie
+// finds its bit. A plateau's ties are dense: one chunk, as a rule. (The selection's walk with
+// topk::ordered_select_row also wrote each tie's index, which the output then wrote again.)
+__device__ int find_tie_end(const float* __restrict__ x, int n, uint32_t tie, int needed, Shared& sh) {
+    constexpr int kWordsPerWarp = 8;
+    constexpr int kChunk = 32 * kWordsPerWarp * kWarps;
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    // The tie's bits, and -0.0's too when it is zero (one key, two floats).
+    const uint32_t bits = tie >= topk::kSignBit ? tie & topk::kAbsMask : ~tie;
+    const uint32_t bits2 = tie == topk::kSignBit ? topk::kSignBit : bits;
+    if (threadIdx.x == 0) sh.tie_end = 0;
+    int remaining = needed;  // ties still to find from this chunk on
+    for (int c0 = 0; c0 < n; c0 += kChunk) {
+        const int first = c0 + 32 * kWordsPerWarp * warp;  // this warp's first score
+        uint32_t b[kWordsPerWarp];
+#pragma unroll
+        for (int j = 0; j < kWordsPerWarp; ++j) {
+            const int i = first + 32 * j + lane;
+            b[j] = i < n ? __float_as_uint(__ldg(x + i)) : ~bits;
+        }
+        uint32_t words[kWordsPerWarp];
+        int warp_ties = 0;
+#pragma unroll
+        for (int j = 0; j < kWordsPerWarp; ++j) {
+            words[j] = __ballot_sync(topk::kFullMask, b[j] == bits || b[j] == bits2);
+            warp_ties += __popc(words[j]);
+        }
+        if (lane == 0) sh.scratch[warp] = warp_ties;
+        __syncthreads();
+        const int warp_total = lane < kWarps ? sh.scratch[lane] : 0;
+        const int before = __reduce_add_sync(topk::kFullMask, lane < warp ? warp_total : 0);
+        const int chunk_ties = __reduce_add_sync(topk::kFullMask, warp_total);
+        if (remaining > before && remaining <= before + warp_ties) {
+            int r = remaining - before;  // the needed-th tie is this warp's r-th
+#pragma unroll
+            for (int j = 0; j < kWordsPerWarp; ++j) {
+                const int in_word = __popc(words[j]);
+                if (r > 0 && r <= in_word) {
+                    // The lane whose bit is the word's r-th set bit.
+                    const bool mine = (words[j] >> lane) & 1u && __popc(words[j] & ((2u << lane) - 1u)) == r;
+                    const uint32_t at = __ballot_sync(topk::kFullMask, mine);
+                    if (lane == 0) sh.tie_end = first + 32 * j + __ffs(at);
+                }
+                r -= in_word;
+            }
+        }
+        __syncthreads();
+        if (sh.tie_end != 0) break;
+        remaining -= chunk_ties;
+    }
+    return sh.tie_end;
 }
 
 // The rank of entry (fk, i) among a list's `tied` entries: those of greater keys, then of equal
@@ -685,50 +750,64 @@ __device__ __forceinline__ bool write_selected(const float* __restrict__ x, int 
     bool marked = false;    // the bitmap is complete (mark_ranked_bucket)
     Scan ts(sh.scan_totals);
     if (from_buffer) {
-        buffer_keys(c, sh);
-        const uint32_t lo = sh.cand_lo, hi = sh.cand_hi;
-        key.set_range(lo, hi);
-        int needed = k;
-        int tied = c;  // buffered elements at key's prefix
-        bool ranked = false;
-        if (lo != hi) {
-            // One 11-bit digit of the buffered keys' offsets from the least picks the k-th's bucket
-            // (offsets, not a prefix digit: buffered keys often straddle a power of two, 0.9 to 4.0
-            // on a 16K row of normal scores, where a prefix digit's top bits go to the exponent and
-            // its bins are an eighth of an octave wide, ~470 candidates in the k-th's). A bucket of
-            // at most kRankMax elements (the usual case: a few thousand keys over 2048 bins) is
-            // finished by ranking its elements against each other.
-            const uint32_t span = hi - lo;
-            const int width = 32 - __clz(span);
-            const int shift = width > kDigitBits ? width - kDigitBits : 0;
-            // The histogram was cleared before the stream.
-            for (int j = tid; j < c; j += kBlock) atomicAdd(&sh.hist[(cand_key()[j] - lo) >> shift], 1);
-            __syncthreads();
-            topk::choose_bucket<kBins, kBlock>(sh.hist, k, sh.scratch, &sh.choice);
+        // One pass turns the buffer's raw bits into keys and bins their offsets from t (every
+        // buffered key is >= t) in 2048 bins up to the sample's highest coarse bin (keys above it,
+        // some n / samples of the row's, share the top bin): one 11-bit digit that picks the k-th's
+        // bucket. Offsets, not a prefix digit: buffered keys often straddle a power of two, 0.9 to
+        // 4.0 on a 16K row of normal scores, where a prefix digit's top bits go to the exponent and
+        // its bins are an eighth of an octave wide, ~470 candidates in the k-th's. The bounds of
+        // the buffered keys, a pass and a barrier more, are found only for a fuller bucket. A
+        // bucket of at most kRankMax elements (the usual case: a few thousand keys over 2048 bins)
+        // is finished by ranking its elements against each other.
+        const uint32_t origin = th.t;
+        const uint32_t top_coarse = sh.sample_top << kCoarseShift;
+        const uint32_t top = topk::coarse_key_range(top_coarse, top_coarse + (1u << kCoarseShift) - 1u).last;
+        const int width = 32 - __clz(top > origin ? top - origin : 0u);
+        const int shift = width > kDigitBits ? width - kDigitBits : 0;
+        // The histogram was cleared before the stream.
+        for (int j = tid; j < c; j += kBlock) {
+            const uint32_t fk = topk::float_key(__uint_as_float(cand_key()[j]));
+            cand_key()[j] = fk;
+            const uint32_t bin = (fk - origin) >> shift;
+            atomicAdd(&sh.hist[bin < kBins ? bin : kBins - 1], 1);
+        }
+        __syncthreads();
 #if FILTERED_TRACE
-            if (tid == 0) sh.trace_digit = clock64();
+        if (tid == 0) sh.trace_keys = clock64();
 #endif
-            needed = k - sh.choice.above;
-            tied = sh.choice.count;
-            if (tied <= kRankMax) {
-                const uint32_t first = sh.choice.bucket << shift;  // the bucket's offsets
-                const uint32_t last = span - first < (1u << shift) - 1u ? span : first + ((1u << shift) - 1u);
-                if (in_histogram && c + kRankMax <= kCapacity) {
-                    mark_ranked_bucket(lo + first, lo + last, c, tied, needed, n, sh);
-                    marked = true;
-                } else {
-                    rank_bucket(lo + first, lo + last, c, tied, needed, sh);
-                    key.set_range(sh.boundary_key, sh.boundary_key);
-                    index.set_range(~static_cast<uint32_t>(sh.boundary_index),
-                                    ~static_cast<uint32_t>(sh.boundary_index));
-                }
-                all_ties = false;
-                ranked = true;
+        topk::choose_bucket<kBins, kBlock>(sh.hist, k, sh.scratch, &sh.choice);
+#if FILTERED_TRACE
+        if (tid == 0) sh.trace_digit = clock64();
+#endif
+        int needed = k - sh.choice.above;
+        int tied = sh.choice.count;  // buffered elements at key's prefix
+        bool ranked = false;
+        if (tied <= kRankMax) {
+            const uint32_t bucket = sh.choice.bucket;
+            const uint32_t first = origin + (bucket << shift);  // a key of the bucket is >= first
+            const uint32_t bin_last = (1u << shift) - 1u;
+            const uint32_t last = bucket == kBins - 1 || 0xFFFFFFFFu - first < bin_last ? 0xFFFFFFFFu : first + bin_last;
+            if (in_histogram && c + kRankMax <= kCapacity) {
+                mark_ranked_bucket(first, last, c, tied, needed, n, sh);
+                marked = true;
             } else {
-                // A fuller bucket (many equal or nearly equal keys): a prefix digit over the whole
-                // buffer again, then the radix refinement of the k-th's bucket.
-                for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
-                __syncthreads();  // and every thread has read the offsets' choice
+                rank_bucket(first, last, c, tied, needed, sh);
+                key.set_range(sh.boundary_key, sh.boundary_key);
+                index.set_range(~static_cast<uint32_t>(sh.boundary_index),
+                                ~static_cast<uint32_t>(sh.boundary_index));
+            }
+            all_ties = false;
+            ranked = true;
+        } else {
+            // A fuller bucket (many equal or nearly equal keys): the buffered keys' bounds, a
+            // prefix digit over the whole buffer, then the radix refinement of the k-th's bucket.
+            for (int b = tid; b < kBins; b += kBlock) sh.hist[b] = 0;
+            buffer_bounds(c, sh);  // (its barrier: and every thread has read the offsets' choice)
+            const uint32_t lo = sh.cand_lo, hi = sh.cand_hi;
+            key.set_range(lo, hi);
+            needed = k;
+            tied = c;
+            if (lo != hi) {
                 const int dbits = key.digit_bits(kDigitBits);
                 const int prefix_shift = key.bits - dbits;
                 const uint32_t mask = (1u << dbits) - 1u;
@@ -756,19 +835,8 @@ __device__ __forceinline__ bool write_selected(const float* __restrict__ x, int 
             });
         }
     } else {
-        // The first k - c ties in index order, written to the output's head (overwritten
-        // below); the last of them bounds the selected ties. Its slot holds -1 until the walk
-        // finds it: still -1, the row has too few.
-        const int needed = k - c;
-        if (tid == 0) o[needed - 1] = -1;
-        __syncthreads();
-        topk::ordered_select_row<kBlock, FILTERED_FINAL_UNROLL>(
-            x, n, o, 0, needed, topk::kStopAfterTies, ts,
-            [&](uint32_t fk) { return fk == tie ? topk::kTie : topk::kNone; });
-        __syncthreads();
-        if (tid == 0) sh.tie_end = reinterpret_cast<volatile int*>(o)[needed - 1] + 1;
-        __syncthreads();
-        tie_end = sh.tie_end;
+        // The first k - c ties in index order are selected: those before tie_end.
+        tie_end = find_tie_end(x, n, tie, k - c, sh);
         if (tie_end == 0) return false;
     }
 #if FILTERED_TRACE
