@@ -55,15 +55,23 @@
 #ifndef FILTERED_UNROLL
 #define FILTERED_UNROLL 5
 #endif
-// Expected sample elements above the k-th value (the sample has 128 n / k scores, clamped to
+// Expected sample elements above the k-th value, e (the sample has e n / k scores, clamped to
 // [FILTERED_MIN_SAMPLE, 32 x FILTERED_GROUPS_PER_WARP x FILTERED_BLOCK / 32]): its precision, and
-// its cost. The buffer then gets some 1.5 k candidates, 4.7 standard deviations below the short
-// build's capacity of 2 k. Measured on the H200 (k=2048, x the read floor, normal / relu_plateau):
-// 96 took 1024 x 32768 from 2.04 to 2.01 / 2.19 to 2.11, but at 3.5 deviations one row of a
-// sweep's 512 x 24576 overflowed, and its rescanning selection made the call 2.3x as slow; 64
-// overflowed at 1024 x 32768 (5.6x); 192 (with 12 groups a warp) was 1.01-1.06x slower.
+// its cost. FILTERED_SAMPLE_HITS where the buffer holds less than 4 k: at 128 the buffer gets some
+// 1.5 k candidates, 4.7 standard deviations below a capacity of 2 k. Measured on the H200 (k=2048,
+// x the read floor, normal / relu_plateau): 96 took 1024 x 32768 from 2.04 to 2.01 / 2.19 to 2.11,
+// but at 3.5 deviations one row of a sweep's 512 x 24576 overflowed the short build's buffer, and
+// its rescanning selection made the call 2.3x as slow; 64 overflowed at 1024 x 32768 (5.6x); 192
+// (with 12 groups a warp) was 0.99-1.06x the time.
 #ifndef FILTERED_SAMPLE_HITS
 #define FILTERED_SAMPLE_HITS 128
+#endif
+// e where the buffer holds 4 k or more (the wide and split builds at k <= 2048: 1.55 k candidates
+// at 96, 19 deviations below 4 k). 128 -> 96 on the H200 (k=2048, relu_plateau, x the read floor):
+// 32 x 65536 3.93 -> 3.85, 32 x 98304 4.11 -> 3.99, 64 x 65536 4.61 -> 4.48, 512 x 65536 1.79 ->
+// 1.75; normal scores 0.99-1.01x the time.
+#ifndef FILTERED_SAMPLE_HITS_ROOMY
+#define FILTERED_SAMPLE_HITS_ROOMY 96
 #endif
 // Sample groups (of 32 scores) per warp, at most: the sample is at most 32 x this x warps scores.
 #ifndef FILTERED_GROUPS_PER_WARP
@@ -261,14 +269,16 @@ struct Threshold {
 };
 
 // Which scores a row's sample holds: `groups` groups of 32 consecutive scores, group g at
-// g * spacing (at most n - 32: the groups stay inside the row). 128 n / k scores (e = 128
-// expected above the k-th), whole groups, clamped. n >= FILTERED_MIN_LENGTH > 32.
+// g * spacing (at most n - 32: the groups stay inside the row). e n / k scores (e expected above
+// the k-th: FILTERED_SAMPLE_HITS, or FILTERED_SAMPLE_HITS_ROOMY where the buffer holds 4 k), whole
+// groups, clamped. n >= FILTERED_MIN_LENGTH > 32.
 struct SamplePlan {
     int groups;
     int spacing;
 
     __device__ __forceinline__ SamplePlan(int n, int k) {
-        long long want = (static_cast<long long>(FILTERED_SAMPLE_HITS) * n + k - 1) / k;
+        const int hits = kCapacity >= 4 * k ? FILTERED_SAMPLE_HITS_ROOMY : FILTERED_SAMPLE_HITS;
+        long long want = (static_cast<long long>(hits) * n + k - 1) / k;
         if (want < FILTERED_MIN_SAMPLE) want = FILTERED_MIN_SAMPLE;
         groups = static_cast<int>((want + 31) / 32);
         if (groups > kMaxGroups) groups = kMaxGroups;

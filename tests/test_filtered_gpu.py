@@ -27,7 +27,9 @@ FIXED, RAGGED = LengthMode.FIXED, LengthMode.RAGGED
 def sample_positions(n: int, k: int, defines: dict[str, int]) -> torch.Tensor:
     """The indices kernels/filtered.cu samples in a row of length n (its SamplePlan) in a build."""
     block = defines["FILTERED_BLOCK"]
-    want = max(-(-defines["FILTERED_SAMPLE_HITS"] * n // k), defines["FILTERED_MIN_SAMPLE"])
+    roomy = defines["FILTERED_CAPACITY"] >= 4 * k
+    hits = defines["FILTERED_SAMPLE_HITS_ROOMY" if roomy else "FILTERED_SAMPLE_HITS"]
+    want = max(-(-hits * n // k), defines["FILTERED_MIN_SAMPLE"])
     groups = min(-(-want // 32), defines["FILTERED_GROUPS_PER_WARP"] * (block // 32))
     spacing = (n - 32) // max(groups - 1, 1)
     starts = torch.arange(groups, dtype=torch.int64) * spacing

@@ -167,7 +167,8 @@ class Filtered(_OneCtaKernel):
     deterministic_define = None  # deterministic only: no build with atomic-counter slots
     early_ties_define = "FILTERED_EARLY_TIES"
     defines = {"FILTERED_BLOCK": 512, "FILTERED_MIN_BLOCKS": 2, "FILTERED_CAPACITY": 8192, "FILTERED_UNROLL": 5,
-               "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128, "FILTERED_MIN_SAMPLE": 1024,
+               "FILTERED_GROUPS_PER_WARP": 8, "FILTERED_SAMPLE_HITS": 128,
+               "FILTERED_SAMPLE_HITS_ROOMY": 96, "FILTERED_MIN_SAMPLE": 1024,
                "FILTERED_MIN_LENGTH": 8192, "FILTERED_REFINE_BITS": 8, "FILTERED_RANK_MAX": 128,
                "FILTERED_DENSE_BATCH_HITS": 8, "FILTERED_DENSE_LANES": 24,
                "FILTERED_PREFETCH": 1, "FILTERED_MAX_PARTS": 8, "FILTERED_MIN_PART_LENGTH": 16384,
