@@ -22,7 +22,8 @@ H200_RUNS = [ROOT / "results" / "nvidia-h200" / f"dsv32-decode-{run}.parquet"
                          "1eeda980-20261128T152031-785f", "1eeda980-20261128T154744-1733",
                          "1eeda980-20261128T170216-4811", "1eeda980-20261128T175423-b442",
                          "1eeda980-20261128T180558-1035", "1eeda980-20261128T185102-c431",
-                         "1eeda980-20261128T190025-5fc0", "1eeda980-20261128T190344-3af4")]
+                         "1eeda980-20261128T190025-5fc0", "1eeda980-20261128T190344-3af4",
+                         "1eeda980-20261128T202131-f2cd")]
 H200_MODULE = ROOT / "topkbench" / "heuristics" / "nvidia-h200.py"
 CPU_RUNS = ROOT / "results" / "cpu-amd-epyc"
 CPU_MODULE = ROOT / "topkbench" / "heuristics" / "cpu-amd-epyc.py"
