@@ -28,7 +28,7 @@ class RowTrace:
     cta: int
     n: int
     buffered: int  # elements at or above the threshold (-1: the row skipped the sample)
-    ties: int  # ties taken from a plateau (the selection's walk; 0: none)
+    ties: int  # ties taken from a plateau's row (k - buffered; 0: none)
     fallback: bool
     sample: int  # cycles
     stream: int

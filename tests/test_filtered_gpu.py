@@ -221,8 +221,8 @@ def test_a_sampled_plateau_with_too_few_ties_falls_back_exactly(rows, width, k, 
     # Zeros at the first 4 scores of every sampled group (an eighth of the sample, its heavy value:
     # a plateau, t just above zero), below them scores in (-2, -1], and 100 scores above: the row
     # has fewer zeros than the k - 100 the selection needs from the plateau. The stream does not
-    # count a plateau's ties: the selection's walk over the row's ties runs out, and the rescanning
-    # selection takes the row. build None: a few long rows, split over CTAs.
+    # count a plateau's ties: the selection's count of the row's ties from its start runs out, and
+    # the rescanning selection takes the row. build None: a few long rows, split over CTAs.
     impl = Filtered(build=build) if build else Filtered()
     defines = impl.build_defines(build) if build else launch_build(rows, width, k)
     zeros = sample_positions(width, k, defines).view(-1, 32)[:, :4].flatten()
