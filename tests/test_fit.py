@@ -345,3 +345,29 @@ def test_among_held_out_equals_the_fewest_misses_win_then_the_simplest():
     lowest, close = candidate(3, 1.0483, 7), candidate(3, 1.0509, 2)
     assert _chosen([lowest, close]) is close
     assert _chosen([lowest, candidate(3, 1.0540, 0)]) is lowest  # 0.54% behind: not equal
+
+
+def test_against_lists_the_cells_where_the_fit_is_slower():
+    from topkbench.evaluate import against
+    from topkbench.results import Points
+
+    cells = ((8, 1, 100), (8, 1, 200), (8, 2, 100), (8, 2, 200))
+    regret = np.array([[1.0, 1.2], [1.3, 1.0], [1.0, 1.04], [1.0, 2.0]])
+    points = Points(("a", "b"), cells, regret)
+
+    class Picks:
+        def __init__(self, *names):
+            self.by_cell = dict(zip(cells, names))
+
+        def select(self, num_rows, max_seq_len, k):
+            return self.by_cell[(k, num_rows, max_seq_len)]
+
+    # Cell by cell: faster (1.0 against 1.2), slower (1.3 against 1.0), within 5% (1.04 against
+    # 1.0), and faster than a pick never measured there ("c": infinite regret).
+    comparison = against(points, Picks("a", "a", "b", "a"), Picks("b", "b", "a", "c"))
+    assert [(c.cell, c.before, c.before_regret, c.after, c.after_regret) for c in comparison.slower] == [
+        ((8, 1, 200), "b", 1.0, "a", 1.3)]
+    assert comparison.faster == 2
+    assert comparison.after.geomean == pytest.approx((1.0 * 1.3 * 1.04 * 1.0) ** 0.25)
+    assert comparison.before.unavailable == 1
+    assert against(points, Picks("a", "b", "a", "a"), Picks("a", "b", "a", "a")).slower == ()

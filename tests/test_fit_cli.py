@@ -183,3 +183,34 @@ def test_compute_capability_from_the_data_the_flag_or_the_known_names(tmp_path, 
     write_results(make_frame(h100), tmp_path / "h100.parquet")
     assert cli(capsys, tmp_path / "h100.parquet", "--out", tmp_path / "h.py")[0] == 0
     assert dispatch.load_heuristic_module(tmp_path / "h.py").DEVICE["compute_capability"] == "9.0"
+
+
+def test_against_lists_the_cells_the_fit_makes_slower(tmp_path, capsys):
+    # The real CPU fixture: numpy wins single short rows, torch.topk the rest. Against itself the
+    # fit changes nothing; against "always numpy" it is faster at every cell where it picks
+    # torch.topk, and slower nowhere (test_fit.py plants a cell where the fit is the slower one).
+    first = tmp_path / "first.py"
+    assert cli(capsys, FIXTURES, "--out", first)[0] == 0
+    code, out, err = cli(capsys, FIXTURES, "--out", tmp_path / "again.py", "--against", first)
+    assert code == 0, err
+    assert "against first.py:" in out and "0 more than 5% slower" in out and " 0 of " in out
+
+    always_numpy = tmp_path / "always_numpy.py"
+    always_numpy.write_text("def select(num_rows, max_seq_len, k):\n    return 'numpy'\n")
+    code, out, err = cli(capsys, FIXTURES, "--out", tmp_path / "third.py", "--against", always_numpy)
+    assert code == 0, err
+    assert "0 more than 5% slower" in out
+    points, prov = select_points(read_results([FIXTURES]))
+    faster = sum(1 for k, r, s in points.cells if fit(points, prov).select(r, s, k) == "torch-cpu")
+    assert f"{faster} of {len(points.cells)} cells more than 5% faster" in " ".join(out.split())
+
+
+def test_against_a_module_that_is_not_one_is_a_one_line_error_before_the_fit(tmp_path, capsys):
+    out_path = tmp_path / "cpu.py"
+    not_a_module = tmp_path / "notes.py"
+    not_a_module.write_text("x = 1\n")
+    for bad in (tmp_path / "missing.py", not_a_module):
+        code, out, err = cli(capsys, FIXTURES, "--out", out_path, "--against", bad)
+        assert code != 0
+        assert str(bad) in one_error_line(err)
+        assert not out_path.exists()

@@ -25,7 +25,7 @@ import numpy as np
 
 from topkbench import holdout
 from topkbench import rules as rules_mod
-from topkbench.fit import FitResult
+from topkbench.fit import MISS_MARGIN, FitResult
 from topkbench.results import Figures, Points
 
 HELD_OUT_LABELS = {scheme: f"fit, held-out {name}" for scheme, name in
@@ -106,3 +106,44 @@ def evaluate(result: FitResult, rule_names: Sequence[str] | None = None) -> Eval
     rows.append(bound_row(result.points))
     rows += reference_rows(result.points, rule_names)
     return Evaluation(tuple(rows))
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """A cell where two selectors' picks differ in regret: ``before`` is the other selector's."""
+
+    cell: tuple[int, int, int]  # (k, rows, seq_len)
+    before: str
+    before_regret: float
+    after: str
+    after_regret: float
+
+
+@dataclass(frozen=True)
+class Against:
+    """A fit judged beside another selector (the module shipped before it, say) on the same cells:
+    the cells where the fit's pick is more than ``margin`` slower, and how many are more than
+    ``margin`` faster. "Does the refit make any measured shape slower than what ships today?"."""
+
+    before: Figures
+    after: Figures
+    slower: tuple[CellChange, ...]
+    faster: int
+    margin: float
+
+
+def against(points: Points, fitted: Selector, before: Selector, margin: float = MISS_MARGIN) -> Against:
+    """``fitted`` against ``before`` on every cell of ``points`` (the regret of the fit's table: worst
+    over length modes and distributions, infinite where the pick was not measured). A cell where
+    ``before`` picks an implementation never measured there cannot be slower under the fit."""
+    after_picks = [str(fitted.select(r, s, k)) for k, r, s in points.cells]
+    before_picks = [str(before.select(r, s, k)) for k, r, s in points.cells]
+    after_regret, before_regret = points.regret_of(after_picks), points.regret_of(before_picks)
+    slower: list[CellChange] = []
+    faster = 0
+    for cell, b, b_regret, a, a_regret in zip(points.cells, before_picks, before_regret, after_picks, after_regret):
+        if a_regret > b_regret * (1 + margin):
+            slower.append(CellChange(cell, b, float(b_regret), a, float(a_regret)))
+        elif a_regret * (1 + margin) < b_regret:
+            faster += 1
+    return Against(Figures.of(before_regret), Figures.of(after_regret), tuple(slower), faster, margin)

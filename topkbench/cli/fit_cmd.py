@@ -11,7 +11,7 @@ from rich.table import Table
 
 from topkbench import codegen, dispatch
 from topkbench.errors import UsageError
-from topkbench.evaluate import Evaluation, evaluate
+from topkbench.evaluate import Against, Evaluation, against, evaluate
 from topkbench.fit import DEFAULT_CAPS, MISS_MARGIN, SELECTION_TOLERANCE, Complexity, FitResult, fit
 from topkbench.output_files import check_output_path, write_texts
 from topkbench.results import select_points
@@ -32,6 +32,9 @@ _PARAGRAPHS = (
     """The module picks only built-in implementations unless --impl names the ones it may pick (plugins
     included). Writes OUT (the module), OUT.fit.json and OUT.fit.md, and prints the held-out figures next
     to every fixed choice and the hand rules.""",
+    f"""--against MODULE judges another dispatch module (the one shipped before the refit, say) on the same
+    cells and lists every cell where the fit's pick is more than {100 * MISS_MARGIN:g}% slower than its
+    pick: what the refit would make slower.""",
 )
 HELP = "\n\n".join(" ".join(p.split()) for p in _PARAGRAPHS)
 
@@ -69,6 +72,28 @@ def _thresholds_table(result: FitResult) -> Table:
     return table
 
 
+def _against_table(comparison: Against, name: str) -> Table:
+    table = Table(title=f"cells where the fit is more than {100 * comparison.margin:g}% slower than {name}",
+                  title_justify="left")
+    for column in ("k", "rows", "seq_len", "its pick", "regret", "the fit's", "regret"):
+        table.add_column(column, justify="left" if column in ("its pick", "the fit's") else "right", no_wrap=True)
+    for change in comparison.slower:
+        k, rows, seq_len = change.cell
+        table.add_row(str(k), str(rows), str(seq_len), change.before, codegen.fmt(change.before_regret, 3),
+                      change.after, codegen.fmt(change.after_regret, 3))
+    return table
+
+
+def _print_against(console: Console, comparison: Against, name: str) -> None:
+    cells = comparison.after.n
+    console.print(f"against {name}: geomean regret {codegen.fmt(comparison.after.geomean, 4)} "
+                  f"({name}: {codegen.fmt(comparison.before.geomean, 4)}); {comparison.faster} of {cells} "
+                  f"cells more than {100 * comparison.margin:g}% faster, {len(comparison.slower)} more than "
+                  f"{100 * comparison.margin:g}% slower")
+    if comparison.slower:
+        console.print(_against_table(comparison, name))
+
+
 def fit_heuristic(
     results: Annotated[list[Path], typer.Argument(help="Result Parquet files or folders (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The module to write (.py); OUT.fit.json and OUT.fit.md go next to it.")],
@@ -84,6 +109,7 @@ def fit_heuristic(
     max_cuts: Annotated[int, typer.Option("--max-cuts", min=0, help="Most seq_len cut points per row band.")] = DEFAULT_CAPS.cuts,
     compute_capability: Annotated[Optional[str], typer.Option("--compute-capability", help="The GPU's compute capability (e.g. 9.0) when the results lack it and its name is not a known one.")] = None,
     install: Annotated[bool, typer.Option("--install", help="Also copy the module to ~/.config/topkbench/heuristics/<gpu_slug>.py, where impl='auto' finds it.")] = False,
+    against_module: Annotated[Optional[Path], typer.Option("--against", help="A dispatch module (a .py with select(num_rows, max_seq_len, k)) to judge beside the fit on the same cells: the cells the fit makes slower are listed.")] = None,
 ) -> None:
     if out.suffix != ".py":
         raise UsageError(f"--out {out}: the module must be a .py file")
@@ -92,6 +118,8 @@ def fit_heuristic(
         check_output_path(path, "--out")  # before the fit: a bad path should not cost a fit first
     if compute_capability is not None and not compute_capability.replace(".", "", 1).isdigit():
         raise UsageError(f"--compute-capability {compute_capability}: expected MAJOR.MINOR, e.g. 9.0")
+    # Loaded before the fit: a bad module should not cost a fit first.
+    before = None if against_module is None else dispatch.load_heuristic_module(against_module, require_thresholds=False)
     frame = read_results(results)
     filters = {"k": k, "length_mode": length_mode, "distribution": distribution,
                "timing_mode": [timing_mode] if timing_mode else None, "l2": [l2] if l2 else None}
@@ -115,6 +143,8 @@ def fit_heuristic(
     console.print(_figures_table(evaluation, "regret = time / fastest measured time (worst over length modes and "
                                              "distributions); held-out rows are the fit's quality"))
     console.print(f"wrote {out}, {json_path.name}, {md_path.name}")
+    if before is not None:
+        _print_against(console, against(points, result, before), against_module.name)
     if install:
         target = dispatch.user_heuristics_dir() / f"{provenance.gpu_slug}.py"
         write_texts({target: out.read_text(encoding="utf-8")}, "--install")
