@@ -79,7 +79,7 @@ def test_fit_recovers_a_planted_crossover_exactly():
     assert np.all(result.training_regret() == 1.0)
     # the simplest complexity that reaches the best held-out regret
     assert result.complexity == Complexity(1, 2, 1)
-    assert len(result.candidates) == 4 * 6 * 6
+    assert len(result.candidates) == 4 * 8 * 7  # every complexity up to the caps: k bands 1-4, row bands 1-8, cuts 0-6
     # outside the measured range: the nearest band answers
     assert result.select(0, 1, 1) == "per_row"
     assert result.select(10**6, 10**7, 10**5) == "large_context"

@@ -92,7 +92,7 @@ class Complexity:
         return f"{self.k_bands} k band(s) x {self.row_bands} row band(s) x {self.cuts} seq_len cut(s)"
 
 
-DEFAULT_CAPS = Complexity(k_bands=4, row_bands=6, cuts=5)
+DEFAULT_CAPS = Complexity(k_bands=4, row_bands=8, cuts=6)
 
 
 # --- the thresholds -----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ Kernel hashes: none (library code only)
 Measured with topkbench 0.1.0; fitted with topkbench 0.1.0
 Data: k 16, 64; length_mode fixed, ragged; distribution normal, relu_plateau; timing_mode host; l2 hot
 Cells (rows, seq_len, k): 40
-Model: 1 k band(s) x 2 row band(s) x 1 seq_len cut(s), chosen among 144 complexities up to 4 k
-    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0871 (the lowest:
+Model: 1 k band(s) x 2 row band(s) x 1 seq_len cut(s), chosen among 224 complexities up to 4 k
+    band(s) x 8 row band(s) x 6 seq_len cut(s): pooled held-out regret geomean 1.0871 (the lowest:
     1.0871), 0 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
     cut(s), has 1.1025 and 4 miss(es)).
 Figures (regret = time / fastest measured time; worst over length modes and distributions;
@@ -44,7 +44,7 @@ How the fit works
     (infinite regret): the fit first minimises the number of cells given to an unavailable
     implementation, then the geometric-mean regret, by an exact search (dynamic programming)
     over the measured grid for every complexity up to
-    4 k band(s) x 6 row band(s) x 5 seq_len cut(s).
+    4 k band(s) x 8 row band(s) x 6 seq_len cut(s).
     A boundary between measured values a < b sits where the two sides' log regret, linear in
     log(value), cross (rounded up to 3 significant digits); where they do not, at the geometric
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.

@@ -9,8 +9,8 @@ Kernel hashes: large_context 86a819020da7eb5a, per_row cbc83d7460f55925, radix 7
 Measured with topkbench 0.1.0; fitted with topkbench 0.1.0
 Data: k 512, 1024, 2048; length_mode fixed, ragged; distribution normal, relu_plateau; timing_mode graph; l2 hot
 Cells (rows, seq_len, k): 324
-Model: 3 k band(s) x 4 row band(s) x 3 seq_len cut(s), chosen among 144 complexities up to 4 k
-    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0243 (the lowest:
+Model: 3 k band(s) x 4 row band(s) x 3 seq_len cut(s), chosen among 224 complexities up to 4 k
+    band(s) x 8 row band(s) x 6 seq_len cut(s): pooled held-out regret geomean 1.0243 (the lowest:
     1.0204), 0 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
     cut(s), has 1.2605 and 118 miss(es)).
 Figures (regret = time / fastest measured time; worst over length modes and distributions;
@@ -46,7 +46,7 @@ How the fit works
     (infinite regret): the fit first minimises the number of cells given to an unavailable
     implementation, then the geometric-mean regret, by an exact search (dynamic programming)
     over the measured grid for every complexity up to
-    4 k band(s) x 6 row band(s) x 5 seq_len cut(s).
+    4 k band(s) x 8 row band(s) x 6 seq_len cut(s).
     A boundary between measured values a < b sits where the two sides' log regret, linear in
     log(value), cross (rounded up to 3 significant digits); where they do not, at the geometric
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.

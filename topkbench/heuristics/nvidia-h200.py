@@ -13,16 +13,16 @@ Kernel hashes: filtered 46819338b0b34022, flashinfer 963b6c9c2a700d69, flashinfe
 Measured with topkbench 0.1.0; fitted with topkbench 0.1.0
 Data: k 512, 1024, 2048; length_mode fixed, ragged; distribution normal, relu_plateau; timing_mode graph; l2 hot
 Cells (rows, seq_len, k): 396
-Model: 3 k band(s) x 5 row band(s) x 2 seq_len cut(s), chosen among 144 complexities up to 4 k
-    band(s) x 6 row band(s) x 5 seq_len cut(s): pooled held-out regret geomean 1.0357 (the lowest:
-    1.0331), 1 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
+Model: 3 k band(s) x 7 row band(s) x 2 seq_len cut(s), chosen among 224 complexities up to 4 k
+    band(s) x 8 row band(s) x 6 seq_len cut(s): pooled held-out regret geomean 1.0362 (the lowest:
+    1.0331), 0 miss(es) on the measured cells (the simplest, 1 k band(s) x 1 row band(s) x 0 seq_len
     cut(s), has 1.0543 and 59 miss(es)).
 Figures (regret = time / fastest measured time; worst over length modes and distributions;
 held-out: on cells the thresholds were not fitted to, the fit's quality):
     fit, held-out seq_len            geomean 1.0370  max 1.4785  within 5% 75.8%  unavailable 0/396
     fit, held-out rows               geomean 1.0341  max 1.3653  within 5% 76.3%  unavailable 0/396
-    fit, held-out random 20%         geomean 1.0360  max 1.4136  within 5% 75.5%  unavailable 0/396
-    fit, in-sample                   geomean 1.0305  max 1.3653  within 5% 78.3%  unavailable 0/396
+    fit, held-out random 20%         geomean 1.0374  max 1.4452  within 5% 75.5%  unavailable 0/396
+    fit, in-sample                   geomean 1.0302  max 1.3653  within 5% 78.5%  unavailable 0/396
     per-cell best, in-sample         geomean 1.0299  max 1.3653  within 5% 78.5%  unavailable 0/396
     always filtered                  geomean 1.0543  max 1.4785  within 5% 65.9%  unavailable 0/396
     always flashinfer                geomean inf  max inf  within 5% 0.0%  unavailable 275/396
@@ -53,11 +53,11 @@ How the fit works
     (infinite regret): the fit first minimises the number of cells given to an unavailable
     implementation, then the geometric-mean regret, by an exact search (dynamic programming)
     over the measured grid for every complexity up to
-    4 k band(s) x 6 row band(s) x 5 seq_len cut(s).
+    4 k band(s) x 8 row band(s) x 6 seq_len cut(s).
     A boundary between measured values a < b sits where the two sides' log regret, linear in
     log(value), cross (rounded up to 3 significant digits); where they do not, at the geometric
     midpoint ceil(sqrt(a * b)). k bands split at the geometric midpoint.
-    The complexity, 3 k band(s) x 5 row band(s) x 2 seq_len cut(s), is the one with the lowest held-out regret,
+    The complexity, 3 k band(s) x 7 row band(s) x 2 seq_len cut(s), is the one with the lowest held-out regret,
     pooled over leave one seq_len out, leave one rows value out and a random 20% hold-out;
     among those within 0.5% of it, the one whose picks on the measured cells are least often
     more than 5% slower than the cell's fastest implementation (misses), then the simplest.
@@ -80,7 +80,7 @@ MEASURED = {
 }
 SOURCES = (('dsv32-decode-1eeda980-20261128T142437-86b3.parquet', ('20261128T142437-86b3',)), ('dsv32-decode-1eeda980-20261128T152031-785f.parquet', ('20261128T152031-785f',)), ('dsv32-decode-1eeda980-20261128T154744-1733.parquet', ('20261128T154744-1733',)), ('dsv32-decode-1eeda980-20261128T202131-f2cd.parquet', ('20261128T202131-f2cd',)), ('dsv32-decode-a74542a7-20261128T110547-142a.parquet', ('20261128T110547-142a',)))
 KERNEL_HASHES = (('filtered', '46819338b0b34022'), ('flashinfer', '963b6c9c2a700d69'), ('flashinfer-deterministic', '963b6c9c2a700d69'), ('large_context', '8c11501a564c1f0e'), ('per_row', 'fc982e7c9b8f3624'), ('radix', '623a0abeacb757ec'))
-COMPLEXITY = {'k_bands': 3, 'row_bands': 5, 'cuts': 2}
+COMPLEXITY = {'k_bands': 3, 'row_bands': 7, 'cuts': 2}
 
 THRESHOLDS = (
     # fitted at k = 512
@@ -88,7 +88,8 @@ THRESHOLDS = (
         (2, ((1940, 'per_row'), (41800, 'filtered'), (None, 'radix'))),
         (3, ((1780, 'per_row'), (54100, 'filtered'), (None, 'radix'))),
         (6, ((4570, 'per_row'), (32900, 'filtered'), (None, 'radix'))),
-        (10, ((44700, 'filtered'), (81600, 'radix'), (None, 'filtered'))),
+        (11, ((44700, 'filtered'), (81600, 'radix'), (None, 'filtered'))),
+        (20, ((3990, 'filtered'), (4220, 'per_row'), (None, 'filtered'))),
         (None, ((None, 'filtered'),)),
     )),
     # fitted at k = 1024
@@ -97,11 +98,15 @@ THRESHOLDS = (
         (3, ((4820, 'per_row'), (47000, 'filtered'), (None, 'radix'))),
         (7, ((3350, 'per_row'), (30900, 'filtered'), (None, 'radix'))),
         (12, ((2490, 'per_row'), (None, 'filtered'))),
+        (28, ((None, 'filtered'),)),
+        (38, ((2440, 'filtered'), (4620, 'per_row'), (None, 'filtered'))),
         (None, ((None, 'filtered'),)),
     )),
     # fitted at k = 2048
     (None, (
-        (10, ((8770, 'per_row'), (34100, 'filtered'), (None, 'radix'))),
+        (4, ((9330, 'per_row'), (34500, 'filtered'), (None, 'radix'))),
+        (6, ((8160, 'per_row'), (28300, 'filtered'), (None, 'radix'))),
+        (10, ((8230, 'per_row'), (41400, 'filtered'), (None, 'radix'))),
         (70, ((6860, 'filtered'), (8430, 'per_row'), (None, 'filtered'))),
         (271, ((5030, 'per_row'), (None, 'filtered'))),
         (689, ((None, 'filtered'),)),
@@ -110,10 +115,10 @@ THRESHOLDS = (
 )
 
 FIGURES = {
-    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.036977, 'max': 1.478514, 'within_5pct': 0.757576, 'unavailable': 0, 'n': 396},
+    'fit, held-out seq_len': {'kind': 'held-out', 'geomean': 1.037012, 'max': 1.478514, 'within_5pct': 0.757576, 'unavailable': 0, 'n': 396},
     'fit, held-out rows': {'kind': 'held-out', 'geomean': 1.03411, 'max': 1.365306, 'within_5pct': 0.762626, 'unavailable': 0, 'n': 396},
-    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.035991, 'max': 1.413552, 'within_5pct': 0.755051, 'unavailable': 0, 'n': 396},
-    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.03046, 'max': 1.365306, 'within_5pct': 0.782828, 'unavailable': 0, 'n': 396},
+    'fit, held-out random 20%': {'kind': 'held-out', 'geomean': 1.037386, 'max': 1.445249, 'within_5pct': 0.755051, 'unavailable': 0, 'n': 396},
+    'fit, in-sample': {'kind': 'in-sample', 'geomean': 1.030175, 'max': 1.365306, 'within_5pct': 0.785354, 'unavailable': 0, 'n': 396},
     'per-cell best, in-sample': {'kind': 'in-sample', 'geomean': 1.029938, 'max': 1.365306, 'within_5pct': 0.785354, 'unavailable': 0, 'n': 396},
     'always filtered': {'kind': 'fixed', 'geomean': 1.054272, 'max': 1.478514, 'within_5pct': 0.659091, 'unavailable': 0, 'n': 396},
     'always flashinfer': {'kind': 'fixed', 'geomean': float('inf'), 'max': float('inf'), 'within_5pct': 0.0, 'unavailable': 275, 'n': 396},
