@@ -63,10 +63,14 @@ class Evaluation:
                  "figures": None if r.figures is None else asdict(r.figures)} for r in self.rows]
 
 
+def picks(points: Points, selector: Selector) -> list[str]:
+    """``selector``'s pick at every cell of ``points``, in their order."""
+    return [str(selector.select(r, s, k)) for k, r, s in points.cells]
+
+
 def judge(points: Points, label: str, kind: str, selector: Selector) -> EvalRow:
     """The figures of ``selector``'s picks over every cell of ``points``."""
-    choices = [str(selector.select(r, s, k)) for k, r, s in points.cells]
-    return EvalRow(label, kind, Figures.of(points.regret_of(choices)))
+    return EvalRow(label, kind, Figures.of(points.regret_of(picks(points, selector))))
 
 
 def reference_rows(points: Points, rule_names: Sequence[str] | None = None) -> list[EvalRow]:
@@ -136,8 +140,7 @@ def against(points: Points, fitted: Selector, before: Selector, margin: float = 
     """``fitted`` against ``before`` on every cell of ``points`` (the regret of the fit's table: worst
     over length modes and distributions, infinite where the pick was not measured). A cell where
     ``before`` picks an implementation never measured there cannot be slower under the fit."""
-    after_picks = [str(fitted.select(r, s, k)) for k, r, s in points.cells]
-    before_picks = [str(before.select(r, s, k)) for k, r, s in points.cells]
+    after_picks, before_picks = picks(points, fitted), picks(points, before)
     after_regret, before_regret = points.regret_of(after_picks), points.regret_of(before_picks)
     slower: list[CellChange] = []
     faster = 0
